@@ -1,0 +1,14 @@
+"""Swin Transformer for Paddle: a multi-scale backbone, a classifier, presets and a checkpoint converter.
+
+`import swin_backbone.ppdet` / `import swin_backbone.paddleseg` register the backbone with
+PaddleDetection / PaddleSeg; this package itself needs only Paddle.
+"""
+from .convert import (ConversionReport, convert_state_dict, extract_state_dict, load_pretrained,
+                      read_torch_checkpoint)
+from .model import SwinClassifier, SwinTransformer
+from .presets import (PRESETS, create_backbone, create_classifier, preset_args, swin_base_patch4_window7_224,
+                      swin_base_patch4_window12_384, swin_large_patch4_window7_224,
+                      swin_large_patch4_window12_384, swin_small_patch4_window7_224,
+                      swin_tiny_patch2_window4_32, swin_tiny_patch4_window7_224)
+
+__version__ = "0.1.0"

@@ -1,0 +1,262 @@
+"""Swin Transformer building blocks, channels-last ([B, H, W, C]) throughout.
+
+Padding follows the authors' detection code: zeros on the right/bottom at patch
+embedding, before windowing (after norm1) and before patch merging, so that any
+input size works and the numbers match theirs.
+"""
+from typing import List, Optional, Sequence
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+# The authors use -100 rather than -inf so an all-masked row still has a finite softmax.
+MASK_VALUE = -100.0
+
+trunc_normal_ = nn.initializer.TruncatedNormal(std=0.02)
+zeros_ = nn.initializer.Constant(0.0)
+ones_ = nn.initializer.Constant(1.0)
+
+
+def window_partition(x: paddle.Tensor, window_size: int) -> paddle.Tensor:
+    """[B, H, W, C] -> [B * nW, ws * ws, C]; H and W must be multiples of window_size."""
+    _, height, width, channels = x.shape
+    x = x.reshape([-1, height // window_size, window_size, width // window_size, window_size, channels])
+    return x.transpose([0, 1, 3, 2, 4, 5]).reshape([-1, window_size * window_size, channels])
+
+
+def window_reverse(windows: paddle.Tensor, window_size: int, height: int, width: int) -> paddle.Tensor:
+    """[B * nW, ws * ws, C] -> [B, H, W, C]; the inverse of window_partition."""
+    channels = windows.shape[-1]
+    x = windows.reshape([-1, height // window_size, width // window_size, window_size, window_size, channels])
+    return x.transpose([0, 1, 3, 2, 4, 5]).reshape([-1, height, width, channels])
+
+
+def pad_to_multiple(x: paddle.Tensor, multiple: int) -> paddle.Tensor:
+    """[B, H, W, C] -> [B, Hp, Wp, C], zero-padded on the bottom/right to multiples of `multiple`."""
+    pad_h = -x.shape[1] % multiple
+    pad_w = -x.shape[2] % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, [0, pad_w, 0, pad_h], data_format="NHWC")
+    return x
+
+
+def relative_position_index(window_size: int) -> np.ndarray:
+    """[ws*ws, ws*ws] index into the (2ws-1)^2 bias table for every (query, key) pair of a window."""
+    rows, cols = np.meshgrid(np.arange(window_size), np.arange(window_size), indexing="ij")
+    coords = np.stack([rows.ravel(), cols.ravel()])  # [2, N]
+    delta = coords[:, :, None] - coords[:, None, :] + window_size - 1  # [2, N, N], each in [0, 2ws-2]
+    return (delta[0] * (2 * window_size - 1) + delta[1]).astype("int64")
+
+
+def _region_ids(length: int, window_size: int, shift_size: int) -> np.ndarray:
+    """[length] region of each position after the cyclic shift: 0 body, 1 and 2 the wrapped strips."""
+    pos = np.arange(length)
+    return (pos >= length - window_size).astype("int64") + (pos >= length - shift_size)
+
+
+def shifted_window_mask(height: int, width: int, window_size: int, shift_size: int) -> np.ndarray:
+    """[nW, N, N] additive mask (0 or MASK_VALUE) that stops attention across shifted-in regions."""
+    regions = _region_ids(height, window_size, shift_size)[:, None] * 3 + _region_ids(width, window_size, shift_size)
+    regions = regions.reshape(height // window_size, window_size, width // window_size, window_size)
+    regions = regions.transpose(0, 2, 1, 3).reshape(-1, window_size * window_size)
+    different = regions[:, :, None] != regions[:, None, :]
+    return np.where(different, MASK_VALUE, 0.0).astype("float32")
+
+
+class DropPath(nn.Layer):
+    """Stochastic depth: drops the whole residual branch per sample; identity in eval."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1.0 - self.drop_prob
+        shape = [x.shape[0]] + [1] * (x.ndim - 1)
+        keep = paddle.floor(keep_prob + paddle.rand(shape, dtype=x.dtype))
+        return x / keep_prob * keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class Mlp(nn.Layer):
+    """Linear -> GELU -> Linear, with dropout after each."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class PatchEmbed(nn.Layer):
+    """[B, C_in, H, W] -> [B, ceil(H/p), ceil(W/p), D]: strided conv (input zero-padded) and optional norm."""
+
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, patch_norm: bool = True):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2D(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        pad_h = -x.shape[2] % self.patch_size
+        pad_w = -x.shape[3] % self.patch_size
+        if pad_h or pad_w:
+            x = F.pad(x, [0, pad_w, 0, pad_h], data_format="NCHW")
+        x = self.proj(x).transpose([0, 2, 3, 1])
+        return self.norm(x) if self.norm is not None else x
+
+
+class WindowAttention(nn.Layer):
+    """Multi-head self-attention inside windows, with a learned relative position bias."""
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = self.create_parameter(
+            [(2 * window_size - 1) ** 2, num_heads], default_initializer=trunc_normal_)
+        self.register_buffer(
+            "relative_position_index",
+            paddle.to_tensor(relative_position_index(window_size).ravel()), persistable=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias_attr=None if qkv_bias else False)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def relative_position_bias(self) -> paddle.Tensor:
+        """[nH, N, N] bias gathered from the table, N = ws * ws."""
+        n = self.window_size * self.window_size
+        bias = paddle.gather(self.relative_position_bias_table, self.relative_position_index)
+        return bias.reshape([n, n, self.num_heads]).transpose([2, 0, 1])
+
+    def forward(self, x: paddle.Tensor, mask: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+        """[B * nW, N, C] -> [B * nW, N, C]; mask is [nW, N, N] or None."""
+        _, n, channels = x.shape
+        head_dim = channels // self.num_heads
+        qkv = self.qkv(x).reshape([-1, n, 3, self.num_heads, head_dim]).transpose([2, 0, 3, 1, 4])
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        attn = paddle.matmul(q, k, transpose_y=True) + self.relative_position_bias().unsqueeze(0)
+        if mask is not None:
+            num_windows = mask.shape[0]
+            attn = attn.reshape([-1, num_windows, self.num_heads, n, n]) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.reshape([-1, self.num_heads, n, n])
+        attn = self.attn_drop(F.softmax(attn, axis=-1))
+        x = paddle.matmul(attn, v).transpose([0, 2, 1, 3]).reshape([-1, n, channels])
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
+
+
+class SwinBlock(nn.Layer):
+    """(Shifted) window attention and MLP, each pre-norm with a residual; [B, H, W, C] in and out."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift_size: int = 0,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f"shift_size must be in [0, window_size), got {shift_size} for window {window_size}")
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: paddle.Tensor, attn_mask: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+        """attn_mask: [nW, N, N] for the padded size, used only when the block shifts."""
+        _, height, width, _ = x.shape
+        y = pad_to_multiple(self.norm1(x), self.window_size)
+        padded_h, padded_w = y.shape[1], y.shape[2]
+        if self.shift_size:
+            y = paddle.roll(y, shifts=(-self.shift_size, -self.shift_size), axis=(1, 2))
+        y = self.attn(window_partition(y, self.window_size), attn_mask if self.shift_size else None)
+        y = window_reverse(y, self.window_size, padded_h, padded_w)
+        if self.shift_size:
+            y = paddle.roll(y, shifts=(self.shift_size, self.shift_size), axis=(1, 2))
+        if padded_h != height or padded_w != width:
+            y = y[:, :height, :width, :]
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Layer):
+    """[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 2C]: concatenate each 2x2 neighbourhood, norm, project."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias_attr=False)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = pad_to_multiple(x, 2)
+        # Order (row, col) = (0,0), (1,0), (0,1), (1,1), as the released weights expect.
+        x = paddle.concat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
+        return self.reduction(self.norm(x))
+
+
+class SwinStage(nn.Layer):
+    """`depth` Swin blocks alternating regular and shifted windows, then an optional PatchMerging.
+
+    forward returns the blocks' output; the caller applies `downsample` to feed the next stage.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, shift_size: int,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: Sequence[float] = (),
+                 downsample: bool = False, use_checkpoint: bool = False):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.use_checkpoint = use_checkpoint
+        drop_path = list(drop_path) or [0.0] * depth
+        self.blocks = nn.LayerList([
+            SwinBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else shift_size, mlp_ratio,
+                      qkv_bias, qk_scale, drop, attn_drop, drop_path[i])
+            for i in range(depth)])
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def attention_mask(self, height: int, width: int) -> Optional[paddle.Tensor]:
+        """[nW, N, N] mask for an H x W stage input (padded to whole windows), or None without shift."""
+        if not self.shift_size or len(self.blocks) < 2:
+            return None
+        ws = self.window_size
+        padded_h, padded_w = -(-height // ws) * ws, -(-width // ws) * ws
+        return paddle.to_tensor(shifted_window_mask(padded_h, padded_w, ws, self.shift_size))
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[B, H, W, C] -> [B, H, W, C]."""
+        mask = self.attention_mask(x.shape[1], x.shape[2])
+        for block in self.blocks:
+            if self.use_checkpoint and self.training and not x.stop_gradient:
+                x = recompute(block, x, mask)
+            else:
+                x = block(x, mask)
+        return x
+
+
+def recompute(layer: nn.Layer, *args: paddle.Tensor) -> paddle.Tensor:
+    """Run `layer` without keeping activations; they are recomputed in the backward pass."""
+    from paddle.distributed.fleet.utils import recompute as paddle_recompute
+
+    return paddle_recompute(layer, *args)
+
+
+def stage_dims(embed_dim: int, num_stages: int) -> List[int]:
+    """Channels of each stage: the width doubles at every patch merging."""
+    return [embed_dim * 2 ** i for i in range(num_stages)]
