@@ -7,6 +7,7 @@ tensors; `convert_state_dict` is a pure function from their state dict (numpy ar
 import io
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -180,20 +181,20 @@ def _bicubic(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return out.numpy()
 
 
-def convert_state_dict(source: Mapping[str, np.ndarray], target_shapes: Mapping[str, Tuple[int, ...]]
-                       ) -> Tuple[Dict[str, np.ndarray], ConversionReport]:
-    """Map the authors' state dict onto ours, given our parameter shapes (`{name: shape}`).
+def convert_state_dict(source: Mapping[str, np.ndarray], target_shapes: Mapping[str, Tuple[int, ...]],
+                       torch_layout: bool = True) -> Tuple[Dict[str, np.ndarray], ConversionReport]:
+    """Map a state dict onto a model with parameter shapes `{name: shape}`.
 
-    Transposes Linear weights, drops derived buffers, reshapes and resizes the absolute position
-    embedding and the relative position bias tables to the target, and drops a classifier head or
-    final norm the target has no place (or another shape) for.
+    From the authors' (torch) layout it transposes Linear weights and drops derived buffers; from either
+    layout it reshapes and resizes the absolute position embedding and the relative position bias tables
+    to the target, and drops a classifier head or final norm the target has no place (or shape) for.
     """
     report = ConversionReport()
     converted: Dict[str, np.ndarray] = {}
     for name, value in source.items():
         if name.rsplit(".", 1)[-1] in _DERIVED_BUFFERS:
             continue
-        if name.endswith(".weight") and value.ndim == 2:
+        if torch_layout and name.endswith(".weight") and value.ndim == 2:
             value = value.T
         target = target_shapes.get(name)
         if target is None:
@@ -238,21 +239,12 @@ def load_state_file(path: str) -> Dict[str, np.ndarray]:
 def load_pretrained(model, path: str, strict: bool = False, verbose: bool = True) -> ConversionReport:
     """Load `.pdparams` or authors' `.pth` weights into `model`, converting on the fly; report mismatches."""
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    weights = load_state_file(path)
-    if path.endswith(".pdparams"):
-        report = ConversionReport()
-        report.unexpected = sorted(k for k in weights if k not in target)
-        report.missing = sorted(k for k in target if k not in weights)
-        wrong = [f"{k} {tuple(weights[k].shape)} != {target[k]}" for k in weights
-                 if k in target and tuple(weights[k].shape) != target[k]]
-        if wrong:
-            raise ValueError(f"{path}: shape mismatch: " + "; ".join(wrong))
-        weights = {k: v for k, v in weights.items() if k in target}
-    else:
-        weights, report = convert_state_dict(weights, target)
+    weights, report = convert_state_dict(load_state_file(path), target, torch_layout=not path.endswith(".pdparams"))
     if strict and not report.clean:
         raise CheckpointKeyError(f"{path} does not match the model:\n{report.summary()}")
-    model.set_state_dict(weights)
+    with warnings.catch_warnings():  # paddle warns per missing key; the report below names them all
+        warnings.filterwarnings("ignore", message="Skip loading")
+        model.set_state_dict(weights)
     if verbose and (report.notes or report.missing or report.unexpected or report.dropped or report.resized):
         print(f"[swin_backbone] loaded {path}:\n{report.summary()}")
     return report

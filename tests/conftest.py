@@ -1,0 +1,29 @@
+"""Shared fixtures: the authors' reference outputs, and the small model shapes the tests use."""
+import os
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+REFERENCE_DIR = os.environ.get("SWIN_REFERENCE", os.path.join(ROOT, "..", "shared", "swin_reference"))
+
+SMALL = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+
+def reference_case(name: str) -> str:
+    """Path of one reference case; fails (never skips) when the fixtures are absent."""
+    path = os.path.join(REFERENCE_DIR, name)
+    if not os.path.isdir(path):
+        pytest.fail(f"reference fixtures missing: {os.path.abspath(path)} (set SWIN_REFERENCE to their folder)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    paddle.seed(0)
+    np.random.seed(0)
+    paddle.set_device("cpu")

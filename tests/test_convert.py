@@ -1,0 +1,162 @@
+"""The torch-free checkpoint reader and the converter."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT, SMALL, reference_case
+from swin_backbone import (SwinClassifier, SwinTransformer, convert_state_dict, create_classifier, load_pretrained,
+                           read_torch_checkpoint)
+from swin_backbone.convert import CheckpointKeyError, UnsafeCheckpointError, extract_state_dict, resize_bias_table
+from torch_format import save_torch_zip
+
+CLS_32 = dict(embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), img_size=32, patch_size=2,
+              window_size=4, num_classes=10)
+
+
+def reference_state(name: str) -> dict:
+    return extract_state_dict(read_torch_checkpoint(os.path.join(reference_case(name), "weights.pth")))
+
+
+def test_reader_gives_numpy_tensors():
+    state = reference_state("det_d16_w7_pad_250x333")
+    assert state["layers.0.blocks.0.attn.qkv.weight"].shape == (48, 16)  # torch [out, in]
+    assert state["layers.0.blocks.0.attn.relative_position_index"].dtype == np.int64
+    assert state["patch_embed.proj.weight"].shape == (16, 3, 4, 4)
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    path = tmp_path / "evil.pth"
+    save_torch_zip(None, str(path), extra_pickle=pickle.dumps({"model": Exploit()}, protocol=2))
+    with pytest.raises(UnsafeCheckpointError, match="refusing to load"):
+        read_torch_checkpoint(str(path))
+    assert not marker.exists()
+
+
+def test_detection_checkpoint_layout(tmp_path):
+    """`state_dict` with a `backbone.` prefix (the detection repo's files) loads like a classification one."""
+    state = reference_state("det_d16_w7_pad_250x333")
+    det = {"state_dict": {**{f"backbone.{k}": v for k, v in state.items()},
+                          "neck.lateral.weight": np.ones((4, 4), np.float32)},
+           "meta": {"epoch": 12, "CLASSES": ("person", "car")}}
+    path = tmp_path / "mask_rcnn.pth"
+    save_torch_zip(det, str(path))
+    model = SwinTransformer(**SMALL, window_size=7)
+    report = load_pretrained(model, str(path), strict=True, verbose=False)
+    assert report.clean
+    np.testing.assert_array_equal(model.layers[0].blocks[0].attn.qkv.weight.numpy(),
+                                  state["layers.0.blocks.0.attn.qkv.weight"].T)
+
+
+def test_key_mismatch_is_reported_by_name(tmp_path):
+    state = reference_state("cls_d24_p2_w4_32")
+    del state["layers.1.blocks.0.mlp.fc1.bias"]
+    state["layers.9.blocks.0.extra.weight"] = np.zeros((2, 2), np.float32)
+    path = tmp_path / "bad.pth"
+    save_torch_zip({"model": state}, str(path))
+    with pytest.raises(CheckpointKeyError) as error:
+        load_pretrained(SwinClassifier(**CLS_32), str(path), strict=True)
+    assert "layers.1.blocks.0.mlp.fc1.bias" in str(error.value)
+    assert "layers.9.blocks.0.extra.weight" in str(error.value)
+    report = load_pretrained(SwinClassifier(**CLS_32), str(path), strict=False, verbose=False)
+    assert report.missing == ["layers.1.blocks.0.mlp.fc1.bias"]
+    assert report.unexpected == ["layers.9.blocks.0.extra.weight"]
+
+
+def test_bias_table_resize():
+    table = np.random.rand(13 * 13, 3).astype("float32")
+    np.testing.assert_array_equal(resize_bias_table(table, 7), table)
+    assert resize_bias_table(table, 12).shape == (23 * 23, 3)
+    # a constant table stays constant when resized
+    np.testing.assert_allclose(resize_bias_table(np.full((169, 2), 0.5, "float32"), 12), 0.5, atol=1e-6)
+
+
+def test_window_and_head_change_on_conversion():
+    """A w7/224 classification checkpoint fine-tuned at w12/384 with 5 classes: tables resized, head dropped."""
+    state = reference_state("cls_d16_ape_w7_224")
+    model = SwinClassifier(**SMALL, img_size=384, window_size=12, num_classes=5, ape=True)
+    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    converted, report = convert_state_dict(state, target)
+    assert "head.weight" in report.dropped and "head.weight" in report.missing
+    assert "absolute_pos_embed" in report.resized
+    assert converted["absolute_pos_embed"].shape == (1, 16, 96, 96)
+    assert converted["layers.0.blocks.0.attn.relative_position_bias_table"].shape == (23 * 23, 1)
+    # stage 3 (12x12 tokens at 384) runs one 12x12 window: resized too
+    assert converted["layers.3.blocks.0.attn.relative_position_bias_table"].shape == (23 * 23, 4)
+    model.set_state_dict(converted)
+    assert model(paddle.randn([1, 3, 384, 384])).shape == [1, 5]
+
+
+def test_classifier_weights_into_backbone():
+    state = reference_state("cls_d16_ape_w7_224")
+    model = SwinTransformer(**SMALL, window_size=7, ape=True)
+    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    converted, report = convert_state_dict(state, target)
+    assert sorted(report.dropped) == ["head.bias", "head.weight", "norm.bias", "norm.weight"]
+    assert report.missing == sorted(f"norm{i}.{p}" for i in range(4) for p in ("bias", "weight"))
+    assert not report.unexpected
+
+
+def authors_layout(model) -> dict:
+    """Our state dict written back in the authors' layout (torch Linear weights are [out, in])."""
+    state = {}
+    for name, value in model.state_dict().items():
+        value = value.numpy()
+        state[name] = value.T.copy() if name.endswith(".weight") and value.ndim == 2 else value
+    return state
+
+
+def test_cli_converts_a_full_size_checkpoint(tmp_path):
+    """Swin-T 224/w7 checkpoint -> a 384/w12 10-class model; the .pdparams alone then loads cleanly."""
+    source = create_classifier("swin_tiny_patch4_window7_224")
+    state = authors_layout(source)
+    state["layers.0.blocks.1.attn_mask"] = np.zeros((64, 49, 49), np.float32)
+    state["layers.0.blocks.0.attn.relative_position_index"] = np.zeros((49, 49), np.int64)
+    pth, out = tmp_path / "swin_tiny_patch4_window7_224.pth", tmp_path / "converted.pdparams"
+    save_torch_zip({"model": state}, str(pth))
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "convert_weights.py"), str(pth), str(out),
+         "--model", "swin_tiny_patch4_window7_224", "--window-size", "12", "--img-size", "384",
+         "--num-classes", "10"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "head.weight" in result.stdout and "relative_position_bias_table" in result.stdout
+    os.remove(pth)
+    target = create_classifier("swin_tiny_patch4_window7_224", window_size=12, img_size=384, num_classes=10)
+    report = load_pretrained(target, str(out), verbose=False)
+    assert report.missing == ["head.bias", "head.weight"] and not report.unexpected
+    np.testing.assert_array_equal(target.layers[2].blocks[3].mlp.fc2.weight.numpy(),
+                                  source.layers[2].blocks[3].mlp.fc2.weight.numpy())
+    assert target.layers[0].blocks[0].attn.relative_position_bias_table.shape == [23 * 23, 3]
+
+
+def test_cli_shape_mismatch_is_explained(tmp_path):
+    folder = reference_case("det_d16_w7_pad_250x333")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "convert_weights.py"), os.path.join(folder, "weights.pth"),
+         str(tmp_path / "x.pdparams"), "--model", "swin_tiny_patch4_window7_224", "--backbone"],
+        capture_output=True, text=True)
+    assert result.returncode != 0 and "cannot be mapped" in result.stderr
+    assert not (tmp_path / "x.pdparams").exists()
+
+
+def test_converted_pdparams_round_trip(tmp_path):
+    folder = reference_case("cls_d16_w12_384")
+    model = SwinClassifier(**SMALL, img_size=384, window_size=12, num_classes=10)
+    load_pretrained(model, os.path.join(folder, "weights.pth"), strict=True, verbose=False)
+    path = str(tmp_path / "w.pdparams")
+    paddle.save(model.state_dict(), path)
+    fresh = SwinClassifier(**SMALL, img_size=384, window_size=12, num_classes=10)
+    assert load_pretrained(fresh, path, strict=True, verbose=False).clean
+    fresh.eval()
+    x = paddle.to_tensor(np.load(os.path.join(folder, "input.npy")))
+    np.testing.assert_allclose(fresh(x).numpy(), np.load(os.path.join(folder, "out0.npy")), atol=1e-4)

@@ -1,0 +1,153 @@
+"""Model behaviour: shapes at any size, parameter counts, freezing, drop path, recompute, imports."""
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT, SMALL
+from swin_backbone import (SwinClassifier, SwinTransformer, create_backbone, create_classifier,
+                           swin_tiny_patch2_window4_32)
+from swin_backbone.blocks import shifted_window_mask, window_partition, window_reverse
+
+
+def count(model) -> int:
+    return sum(int(np.prod(p.shape)) for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("swin_tiny_patch4_window7_224", 28_288_354),
+    ("swin_small_patch4_window7_224", 49_606_258),
+    ("swin_base_patch4_window7_224", 87_768_224),
+    ("swin_large_patch4_window7_224", 196_532_476),
+])
+def test_classifier_parameter_counts(name, expected):
+    assert count(create_classifier(name)) == expected
+
+
+def test_tiny_ten_classes_and_backbone_counts():
+    assert count(create_classifier("swin_tiny_patch4_window7_224", num_classes=10)) == 27_527_044
+    assert count(create_backbone("swin_tiny_patch4_window7_224")) == 27_520_698
+
+
+def test_flops_as_the_authors_count():
+    assert round(create_backbone("swin_tiny_patch4_window7_224").flops(224, 224) / 1e9, 1) == 4.5
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (31, 47), (250, 333), (203, 517), (800, 1333)])
+@pytest.mark.parametrize("window_size", [7, 12])
+def test_backbone_any_size(height, width, window_size):
+    model = SwinTransformer(**SMALL, window_size=window_size)
+    model.eval()
+    with paddle.no_grad():
+        outs = model(paddle.randn([1, 3, height, width]))
+    h, w = -(-height // 4), -(-width // 4)
+    for i, out in enumerate(outs):
+        assert out.shape == [1, 16 * 2 ** i, h, w]
+        assert bool(paddle.isfinite(out).all())
+        h, w = -(-h // 2), -(-w // 2)
+
+
+def test_gradients_flow_at_odd_size():
+    model = SwinTransformer(**SMALL, window_size=7, drop_path_rate=0.1)
+    x = paddle.randn([2, 3, 45, 61])
+    x.stop_gradient = False
+    sum(o.mean() for o in model(x)).backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not float(p.grad.abs().sum()) > 0]
+    assert not no_grad, f"parameters without gradient: {no_grad}"
+
+
+def test_out_indices_and_channels():
+    model = SwinTransformer(**SMALL, out_indices=(1, 3))
+    model.eval()
+    outs = model(paddle.randn([1, 3, 64, 64]))
+    assert [o.shape[1] for o in outs] == model.out_channels == [32, 128]
+    assert model.out_strides == [8, 32]
+    assert not hasattr(model, "norm0") and hasattr(model, "norm3")
+
+
+def test_classifier_shrinks_small_stage_windows():
+    model = swin_tiny_patch2_window4_32(num_classes=10)
+    assert [s.window_size for s in model.layers] == [4, 4, 4, 2]
+    assert [s.shift_size for s in model.layers] == [2, 2, 0, 0]
+    x = paddle.randn([2, 3, 32, 32])
+    assert model.forward_features(x).shape == [2, 768]
+    assert model(x).shape == [2, 10]
+
+
+def test_window_partition_roundtrip_and_mask():
+    x = paddle.randn([2, 14, 21, 5])
+    windows = window_partition(x, 7)
+    assert windows.shape == [12, 49, 5]
+    np.testing.assert_array_equal(window_reverse(windows, 7, 14, 21).numpy(), x.numpy())
+    mask = shifted_window_mask(14, 21, 7, 3)
+    assert mask.shape == (6, 49, 49)
+    assert not mask[0].any()  # an interior window sees no wrapped-around tokens
+    assert mask[-1].any() and (mask[-1] == mask[-1].T).all()
+
+
+def test_drop_path_is_linear_over_all_blocks():
+    model = SwinTransformer(embed_dim=16, depths=(2, 2, 6, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.3)
+    rates = [b.drop_path.drop_prob for stage in model.layers for b in stage.blocks]
+    np.testing.assert_allclose(rates, np.linspace(0, 0.3, 12), atol=1e-12)
+
+
+@pytest.mark.parametrize("frozen_stages", [1, 2])
+def test_frozen_stages_stay_unchanged(frozen_stages):
+    model = SwinTransformer(**SMALL, frozen_stages=frozen_stages, drop_path_rate=0.1)
+    model.train()
+    assert not model.patch_embed.training
+    frozen = {n: p.numpy().copy() for n, p in model.named_parameters()
+              if n.startswith("patch_embed") or (frozen_stages >= 2 and n.startswith("layers.0."))}
+    trainable = {n: p.numpy().copy() for n, p in model.named_parameters() if n not in frozen}
+    assert frozen and all(p.stop_gradient for n, p in model.named_parameters() if n in frozen)
+    optimizer = paddle.optimizer.AdamW(1e-2, parameters=model.parameters(), weight_decay=0.05)
+    sum(o.mean() for o in model(paddle.randn([2, 3, 64, 64]))).backward()
+    optimizer.step()
+    params = dict(model.named_parameters())
+    for name, before in frozen.items():
+        np.testing.assert_array_equal(params[name].numpy(), before, err_msg=name)
+    changed = [n for n, before in trainable.items() if not np.array_equal(params[n].numpy(), before)]
+    assert len(changed) == len(trainable)
+    if frozen_stages >= 2:
+        assert not model.layers[0].training and model.layers[1].training
+
+
+def test_use_checkpoint_gives_same_gradients():
+    paddle.seed(1)
+    plain = SwinTransformer(**SMALL, window_size=7)
+    checkpointed = SwinTransformer(**SMALL, window_size=7, use_checkpoint=True)
+    checkpointed.set_state_dict(plain.state_dict())
+    x = paddle.randn([1, 3, 57, 43])
+    grads = []
+    for model in (plain, checkpointed):
+        model.train()
+        paddle.seed(2)  # same drop-path draws; recompute must replay them in backward
+        sum((o * o).mean() for o in model(x)).backward()
+        grads.append({n: p.grad.numpy() for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        np.testing.assert_allclose(grads[1][name], grad, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_frozen_eval_survives_train_call():
+    model = SwinTransformer(**SMALL, frozen_stages=3)
+    model.eval()
+    model.train()
+    assert [s.training for s in model.layers] == [False, False, True, True]
+
+
+def test_bad_arguments_are_explained():
+    with pytest.raises(ValueError, match="out_indices"):
+        SwinTransformer(**SMALL, out_indices=(4,))
+    with pytest.raises(ValueError, match="num_heads"):
+        SwinTransformer(embed_dim=16, depths=(2, 2), num_heads=(1,))
+    with pytest.raises(KeyError, match="swin_tiny_patch4_window7_224"):
+        create_classifier("swin_huge")
+
+
+def test_model_imports_without_detection_or_segmentation():
+    code = ("import sys; sys.modules['ppdet'] = None; sys.modules['paddleseg'] = None\n"
+            "import swin_backbone; swin_backbone.SwinTransformer(embed_dim=16, depths=(2,), num_heads=(1,), out_indices=(0,))")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

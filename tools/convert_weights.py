@@ -1,0 +1,59 @@
+"""Convert the authors' Swin checkpoint (.pth) to a Paddle .pdparams for one of our models.
+
+    python tools/convert_weights.py swin_tiny_patch4_window7_224.pth swin_tiny.pdparams \
+        --model swin_tiny_patch4_window7_224 [--backbone] [--window-size 12] [--img-size 384] [--num-classes 10]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import paddle  # noqa: E402
+
+from swin_backbone import PRESETS, convert_state_dict, create_backbone, create_classifier  # noqa: E402
+from swin_backbone.convert import CheckpointKeyError, load_state_file  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="authors' .pth (classification or detection checkpoint)")
+    parser.add_argument("output", help="where to write the .pdparams")
+    parser.add_argument("--model", default="swin_tiny_patch4_window7_224", choices=sorted(PRESETS),
+                        help="preset the weights are for (default: %(default)s)")
+    parser.add_argument("--backbone", action="store_true",
+                        help="convert for the multi-scale backbone (drops the classifier's head and final norm)")
+    parser.add_argument("--window-size", type=int, help="target window size (bias tables are resized)")
+    parser.add_argument("--img-size", type=int, help="target image size (absolute position embedding is resized)")
+    parser.add_argument("--num-classes", type=int, help="target classes (a head of another size is dropped)")
+    parser.add_argument("--strict", action="store_true", help="fail on missing or unexpected keys")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = {"window_size": args.window_size} if args.window_size else {}
+    if args.backbone:
+        if args.img_size:
+            overrides["pretrain_img_size"] = args.img_size
+        model = create_backbone(args.model, **overrides)
+    else:
+        if args.img_size:
+            overrides["img_size"] = args.img_size
+        if args.num_classes is not None:
+            overrides["num_classes"] = args.num_classes
+        model = create_classifier(args.model, **overrides)
+    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    weights, report = convert_state_dict(load_state_file(args.input), target)
+    print(report.summary())
+    if args.strict and not report.clean:
+        raise CheckpointKeyError(f"--strict: {args.input} does not match {args.model}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    # Only what came from the checkpoint: layers it lacks stay reported as missing when the file is loaded.
+    paddle.save({k: paddle.to_tensor(v) for k, v in weights.items()}, args.output)
+    print(f"wrote {args.output} ({len(weights)} of {len(target)} tensors from the checkpoint)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
