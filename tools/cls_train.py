@@ -313,12 +313,28 @@ def build_model(args: argparse.Namespace):
     return create_classifier(args.model, num_classes=10, drop_path_rate=args.drop_path, **overrides)
 
 
+def rename_optimizer_state(state: Dict, names: Dict[str, str]) -> Dict:
+    """Optimizer state keys are `<param name>_<accumulator>`; swap the param part using `names`.
+
+    Paddle keys them by internal names (conv2d_2.w_0) that depend on how many layers the process built
+    before, so checkpoints store structured names (layers.0.blocks.0.attn.qkv.weight) instead.
+    """
+    renamed = {}
+    prefixes = sorted(names, key=len, reverse=True)
+    for key, value in state.items():
+        prefix = next((p for p in prefixes if key.startswith(p + "_")), None)
+        renamed[names[prefix] + key[len(prefix):] if prefix else key] = value
+    return renamed
+
+
 def save_checkpoint(folder: str, model, optimizer, epoch: int, best: float, args: argparse.Namespace) -> None:
     """Model, optimizer (with its LR scheduler), epoch and best accuracy, written then renamed into place."""
     staging = folder + ".tmp"
     os.makedirs(staging, exist_ok=True)
     paddle.save(model.state_dict(), os.path.join(staging, "model.pdparams"))
-    paddle.save(optimizer.state_dict(), os.path.join(staging, "optimizer.pdopt"))
+    to_structured = {p.name: n for n, p in model.named_parameters()}
+    paddle.save(rename_optimizer_state(optimizer.state_dict(), to_structured),
+                os.path.join(staging, "optimizer.pdopt"))
     with open(os.path.join(staging, "state.json"), "w") as handle:
         json.dump({"epoch": epoch, "best_top1": best, "seed": args.seed, "model": args.model,
                    "args": vars(args)}, handle, indent=1, default=str)
@@ -350,7 +366,11 @@ def train(args: argparse.Namespace) -> float:
         load_pretrained(model, args.pretrained, verbose=rank == 0)
     steps_per_epoch = math.ceil(math.ceil(len(train_y) / world) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
-    warmup = min(int(args.warmup_epochs * steps_per_epoch), total_steps)
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+    if warmup > total_steps // 5:
+        warmup = total_steps // 5
+        if rank == 0:
+            print(f"note: warmup shortened to {warmup} steps (20% of this {args.epochs}-epoch run)")
     scheduler = paddle.optimizer.lr.LambdaDecay(
         args.lr, lambda step: lr_factor(step, warmup, total_steps, args.min_lr_ratio))
     optimizer = build_optimizer(model, args, scheduler)
@@ -364,7 +384,9 @@ def train(args: argparse.Namespace) -> float:
         with open(state_file) as handle:
             state = json.load(handle)
         model.set_state_dict(paddle.load(os.path.join(args.resume, "last", "model.pdparams")))
-        optimizer.set_state_dict(paddle.load(os.path.join(args.resume, "last", "optimizer.pdopt")))
+        to_internal = {n: p.name for n, p in model.named_parameters()}
+        optimizer.set_state_dict(rename_optimizer_state(
+            paddle.load(os.path.join(args.resume, "last", "optimizer.pdopt")), to_internal))
         start_epoch, best = state["epoch"] + 1, state["best_top1"]
         log(f"resumed from {args.resume} after epoch {state['epoch'] + 1}")
     if world > 1:

@@ -1,0 +1,110 @@
+"""tools/cls_train.py end to end on a synthetic CIFAR-10 tarball in the official format."""
+import os
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import cls_train  # noqa: E402
+
+TINY = ["--embed-dim", "16", "--depths", "1,1,1,1", "--num-heads", "1,1,2,2", "--batch-size", "50",
+        "--lr", "2e-3", "--warmup-epochs", "0.5", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cifar") / "cifar-10-python.tar.gz"
+    cls_train.write_cifar10_tarball(str(path), cls_train.synthetic_cifar10(train_per_class=40, test_per_class=10))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tarball, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("run"))
+    best = cls_train.main(["--data", tarball, "--epochs", "3", "--output", output, *TINY])
+    return output, best
+
+
+def test_reads_the_official_format(tarball, tmp_path):
+    data = cls_train.load_cifar10(tarball)
+    assert data["train"][0].shape == (400, 32, 32, 3) and data["train"][0].dtype == np.uint8
+    assert data["test"][1].shape == (100,)
+    import tarfile
+
+    with tarfile.open(tarball) as archive:
+        archive.extractall(tmp_path)
+    extracted = cls_train.load_cifar10(str(tmp_path))
+    np.testing.assert_array_equal(extracted["train"][0], data["train"][0])
+
+
+def test_learns_well_above_chance(trained):
+    output, best = trained
+    assert best >= 60.0, f"best top-1 {best:.1f}% on a 10-class set"
+    log = open(os.path.join(output, "log.txt")).read()
+    assert "epoch 3/3" in log and "img/s" in log and f"best test top-1: {best:.2f}%" in log
+    for name in ("model.pdparams", "optimizer.pdopt", "state.json"):
+        assert os.path.isfile(os.path.join(output, "last", name))
+        assert os.path.isfile(os.path.join(output, "best", name))
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tarball, trained, tmp_path):
+    output, _ = trained
+    resumed = str(tmp_path / "resumed")
+    cls_train.main(["--data", tarball, "--epochs", "3", "--output", resumed, "--stop-after", "2", *TINY])
+    cls_train.main(["--data", tarball, "--epochs", "3", "--resume", resumed, *TINY])
+    full = paddle.load(os.path.join(output, "last", "model.pdparams"))
+    again = paddle.load(os.path.join(resumed, "last", "model.pdparams"))
+    for name, value in full.items():
+        np.testing.assert_allclose(again[name].numpy(), value.numpy(), rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_eval_only_and_predict(tarball, trained, capsys):
+    output, best = trained
+    weights = os.path.join(output, "best", "model.pdparams")
+    top1 = cls_train.main(["--data", tarball, "--eval-only", "--weights", weights, *TINY])
+    assert top1 == pytest.approx(best)
+    table = capsys.readouterr().out
+    assert "airplane" in table and "truck" in table and "test top-1" in table
+    from PIL import Image
+
+    image = cls_train.synthetic_cifar10(train_per_class=1, test_per_class=1, seed=3)["test"][0][0]
+    path = os.path.join(output, "probe.png")
+    Image.fromarray(image).save(path)
+    top5 = cls_train.main(["--predict", path, "--weights", weights, *TINY])
+    assert len(top5) == 5 and abs(sum(p for _, p in top5)) <= 1.0 + 1e-6
+    assert top5[0][1] >= top5[-1][1]
+
+
+def test_missing_data_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz"):
+        cls_train.main(["--data", str(tmp_path / "nowhere"), "--epochs", "1", *TINY])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        cls_train.main(["--data", str(empty), "--epochs", "1", *TINY])
+
+
+def test_schedule_and_decay_groups():
+    factors = [cls_train.lr_factor(s, 10, 100) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[-1] < 0.02
+    model = cls_train.create_classifier("swin_tiny_patch2_window4_32", embed_dim=16, depths=(1, 1, 1, 1),
+                                        num_heads=(1, 1, 2, 2), ape=True)
+    skipped = {n for n, p in model.named_parameters() if cls_train.no_decay(n, p)}
+    assert "absolute_pos_embed" in skipped and "layers.0.blocks.0.attn.relative_position_bias_table" in skipped
+    assert "norm.weight" in skipped and "head.bias" in skipped and "head.weight" not in skipped
+
+
+def test_mix_and_augment_keep_shapes():
+    rng = np.random.default_rng(0)
+    images = cls_train.synthetic_cifar10(train_per_class=1, test_per_class=1)["train"][0]
+    assert cls_train.rand_augment(images, rng).shape == images.shape
+    targets = cls_train.soft_targets(np.arange(10), 10, 0.1)
+    for mixup, cutmix in ((0.8, 0.0), (0.0, 1.0)):
+        mixed, soft = cls_train.mix_batch(cls_train.normalize(images), targets, rng, mixup, cutmix)
+        assert mixed.shape == (10, 3, 32, 32)
+        np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
