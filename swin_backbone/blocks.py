@@ -3,13 +3,20 @@
 Padding follows the authors' detection code: zeros on the right/bottom at patch
 embedding, before windowing (after norm1) and before patch merging, so that any
 input size works and the numbers match theirs.
+
+Two equivalent ways to move tokens: in eager mode, row gathers with cached index maps
+(`rows.py`), because Paddle's strided copies behind transpose/roll are slow on CPU; in
+static graphs (export), plain pad/roll/reshape/transpose, which export cleanly.
 """
+from functools import lru_cache
 from typing import List, Optional, Sequence
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+
+from . import rows
 
 # The authors use -100 rather than -inf so an all-masked row still has a finite softmax.
 MASK_VALUE = -100.0
@@ -50,19 +57,22 @@ def relative_position_index(window_size: int) -> np.ndarray:
     return (delta[0] * (2 * window_size - 1) + delta[1]).astype("int64")
 
 
-def _region_ids(length: int, window_size: int, shift_size: int) -> np.ndarray:
+def _region_ids(length, window_size: int, shift_size: int) -> paddle.Tensor:
     """[length] region of each position after the cyclic shift: 0 body, 1 and 2 the wrapped strips."""
-    pos = np.arange(length)
-    return (pos >= length - window_size).astype("int64") + (pos >= length - shift_size)
+    pos = paddle.arange(length)
+    return (pos >= length - window_size).astype("int32") + (pos >= length - shift_size).astype("int32")
 
 
-def shifted_window_mask(height: int, width: int, window_size: int, shift_size: int) -> np.ndarray:
-    """[nW, N, N] additive mask (0 or MASK_VALUE) that stops attention across shifted-in regions."""
-    regions = _region_ids(height, window_size, shift_size)[:, None] * 3 + _region_ids(width, window_size, shift_size)
-    regions = regions.reshape(height // window_size, window_size, width // window_size, window_size)
-    regions = regions.transpose(0, 2, 1, 3).reshape(-1, window_size * window_size)
-    different = regions[:, :, None] != regions[:, None, :]
-    return np.where(different, MASK_VALUE, 0.0).astype("float32")
+def shifted_window_mask(height, width, window_size: int, shift_size: int) -> paddle.Tensor:
+    """[nW, N, N] additive mask (0 or MASK_VALUE) that stops attention across shifted-in regions.
+
+    Built from tensor ops so that it also works with the symbolic sizes of an exported graph.
+    """
+    regions = _region_ids(height, window_size, shift_size).unsqueeze(1) * 3 \
+        + _region_ids(width, window_size, shift_size).unsqueeze(0)
+    regions = window_partition(regions.astype("float32").reshape([1, height, width, 1]), window_size).squeeze(-1)
+    different = regions.unsqueeze(2) != regions.unsqueeze(1)
+    return paddle.where(different, paddle.full([], MASK_VALUE), paddle.zeros([]))
 
 
 class DropPath(nn.Layer):
@@ -95,7 +105,7 @@ class Mlp(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop(rows.dense(self.drop(self.act(rows.dense(x, self.fc1))), self.fc2))
 
 
 class PatchEmbed(nn.Layer):
@@ -112,7 +122,7 @@ class PatchEmbed(nn.Layer):
         pad_w = -x.shape[3] % self.patch_size
         if pad_h or pad_w:
             x = F.pad(x, [0, pad_w, 0, pad_h], data_format="NCHW")
-        x = self.proj(x).transpose([0, 2, 3, 1])
+        x = rows.channels_last(self.proj(x))
         return self.norm(x) if self.norm is not None else x
 
 
@@ -132,6 +142,9 @@ class WindowAttention(nn.Layer):
             "relative_position_index",
             paddle.to_tensor(relative_position_index(window_size).ravel()), persistable=False)
         self.qkv = nn.Linear(dim, dim * 3, bias_attr=None if qkv_bias else False)
+        # q's scale folded into the qkv projection (eager path): saves a pass over q.
+        self.register_buffer("qkv_scale", paddle.to_tensor(
+            np.repeat(np.array([self.scale, 1.0, 1.0], "float32"), dim)), persistable=False)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -142,20 +155,45 @@ class WindowAttention(nn.Layer):
         bias = paddle.gather(self.relative_position_bias_table, self.relative_position_index)
         return bias.reshape([n, n, self.num_heads]).transpose([2, 0, 1])
 
+    def split_heads(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[B_, N, C] -> [3, B_, nH, N, hd] queries (already scaled), keys and values."""
+        windows, n, channels = x.shape
+        head_dim = channels // self.num_heads
+        if not rows.use_gathers():
+            qkv = self.qkv(x).reshape([-1, n, 3, self.num_heads, head_dim]).transpose([2, 0, 3, 1, 4])
+            return paddle.concat([qkv[:1] * self.scale, qkv[1:]])
+        weight = self.qkv.weight * self.qkv_scale
+        flat = x.reshape([-1, channels])
+        if self.qkv.bias is None:
+            qkv = paddle.matmul(flat, weight)
+        else:
+            qkv = paddle.addmm(self.qkv.bias * self.qkv_scale, flat, weight)
+        order = rows.index(rows.head_split_index, windows, n, self.num_heads)
+        return paddle.gather(qkv.reshape([-1, head_dim]), order).reshape([3, windows, self.num_heads, n, head_dim])
+
+    def merge_heads(self, x: paddle.Tensor) -> paddle.Tensor:
+        """[B_, nH, N, hd] -> [B_, N, nH * hd]."""
+        windows, heads, n, head_dim = x.shape
+        if not rows.use_gathers():
+            return x.transpose([0, 2, 1, 3]).reshape([-1, n, heads * head_dim])
+        order = rows.index(rows.head_merge_index, windows, n, heads)
+        return paddle.gather(x.reshape([-1, head_dim]), order).reshape([windows, n, heads * head_dim])
+
     def forward(self, x: paddle.Tensor, mask: Optional[paddle.Tensor] = None) -> paddle.Tensor:
         """[B * nW, N, C] -> [B * nW, N, C]; mask is [nW, N, N] or None."""
-        _, n, channels = x.shape
-        head_dim = channels // self.num_heads
-        qkv = self.qkv(x).reshape([-1, n, 3, self.num_heads, head_dim]).transpose([2, 0, 3, 1, 4])
-        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
-        attn = paddle.matmul(q, k, transpose_y=True) + self.relative_position_bias().unsqueeze(0)
-        if mask is not None:
+        n = x.shape[1]
+        q, k, v = paddle.unbind(self.split_heads(x))  # unbind: its gradient is one stack, not 3 padded copies
+        attn = paddle.matmul(q, k, transpose_y=True)
+        bias = self.relative_position_bias()
+        if mask is None:
+            attn = attn + bias.unsqueeze(0)
+        else:  # bias and mask summed first: one pass over the attention map instead of two
             num_windows = mask.shape[0]
-            attn = attn.reshape([-1, num_windows, self.num_heads, n, n]) + mask.unsqueeze(1).unsqueeze(0)
+            bias = bias.unsqueeze(0) + mask.unsqueeze(1)
+            attn = (attn.reshape([-1, num_windows, self.num_heads, n, n]) + bias.unsqueeze(0))
             attn = attn.reshape([-1, self.num_heads, n, n])
         attn = self.attn_drop(F.softmax(attn, axis=-1))
-        x = paddle.matmul(attn, v).transpose([0, 2, 1, 3]).reshape([-1, n, channels])
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(rows.dense(self.merge_heads(paddle.matmul(attn, v)), self.proj))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
@@ -178,20 +216,35 @@ class SwinBlock(nn.Layer):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x: paddle.Tensor, attn_mask: Optional[paddle.Tensor] = None) -> paddle.Tensor:
-        """attn_mask: [nW, N, N] for the padded size, used only when the block shifts."""
-        _, height, width, _ = x.shape
-        y = pad_to_multiple(self.norm1(x), self.window_size)
+    def window_attention(self, x: paddle.Tensor, attn_mask: Optional[paddle.Tensor]) -> paddle.Tensor:
+        """[B, H, W, C] normed tokens -> attention output at the same positions (pad, shift, windows, undo)."""
+        batch, height, width, channels = x.shape
+        mask = attn_mask if self.shift_size else None
+        if not rows.use_gathers():
+            return self._window_attention_portable(x, mask)
+        args = (batch, height, width, self.window_size, self.shift_size)
+        padded = height % self.window_size != 0 or width % self.window_size != 0
+        windows = rows.gather(x.reshape([-1, channels]), rows.index(rows.window_gather_index, *args), padded)
+        windows = self.attn(windows.reshape([-1, self.window_size ** 2, channels]), mask)
+        out = paddle.gather(windows.reshape([-1, channels]), rows.index(rows.window_scatter_index, *args))
+        return out.reshape([batch, height, width, channels])
+
+    def _window_attention_portable(self, x: paddle.Tensor, mask: Optional[paddle.Tensor]) -> paddle.Tensor:
+        """window_attention with pad/roll/reshape/transpose: for static graphs (export)."""
+        height, width = x.shape[1], x.shape[2]
+        y = pad_to_multiple(x, self.window_size)
         padded_h, padded_w = y.shape[1], y.shape[2]
         if self.shift_size:
             y = paddle.roll(y, shifts=(-self.shift_size, -self.shift_size), axis=(1, 2))
-        y = self.attn(window_partition(y, self.window_size), attn_mask if self.shift_size else None)
+        y = self.attn(window_partition(y, self.window_size), mask)
         y = window_reverse(y, self.window_size, padded_h, padded_w)
         if self.shift_size:
             y = paddle.roll(y, shifts=(self.shift_size, self.shift_size), axis=(1, 2))
-        if padded_h != height or padded_w != width:
-            y = y[:, :height, :width, :]
-        x = x + self.drop_path(y)
+        return y[:, :height, :width, :]
+
+    def forward(self, x: paddle.Tensor, attn_mask: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+        """[B, H, W, C] -> [B, H, W, C]; attn_mask: [nW, N, N] for the padded size, used when the block shifts."""
+        x = x + self.drop_path(self.window_attention(self.norm1(x), attn_mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -204,9 +257,15 @@ class PatchMerging(nn.Layer):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias_attr=False)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = pad_to_multiple(x, 2)
-        # Order (row, col) = (0,0), (1,0), (0,1), (1,1), as the released weights expect.
-        x = paddle.concat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
+        batch, height, width, channels = x.shape
+        if rows.use_gathers():
+            order = rows.index(rows.merge_index, batch, height, width)
+            x = rows.gather(x.reshape([-1, channels]), order, height % 2 != 0 or width % 2 != 0)
+            x = x.reshape([batch, -(-height // 2), -(-width // 2), 4 * channels])
+        else:
+            x = pad_to_multiple(x, 2)
+            # Order (row, col) = (0,0), (1,0), (0,1), (1,1), as the released weights expect.
+            x = paddle.concat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
         return self.reduction(self.norm(x))
 
 
@@ -237,7 +296,9 @@ class SwinStage(nn.Layer):
             return None
         ws = self.window_size
         padded_h, padded_w = -(-height // ws) * ws, -(-width // ws) * ws
-        return paddle.to_tensor(shifted_window_mask(padded_h, padded_w, ws, self.shift_size))
+        if rows.use_gathers():
+            return _cached_mask(padded_h, padded_w, ws, self.shift_size, str(paddle.get_device()))
+        return shifted_window_mask(padded_h, padded_w, ws, self.shift_size)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         """[B, H, W, C] -> [B, H, W, C]."""
@@ -248,6 +309,11 @@ class SwinStage(nn.Layer):
             else:
                 x = block(x, mask)
         return x
+
+
+@lru_cache(maxsize=64)
+def _cached_mask(height: int, width: int, window_size: int, shift_size: int, place: str) -> paddle.Tensor:
+    return shifted_window_mask(height, width, window_size, shift_size)
 
 
 def recompute(layer: nn.Layer, *args: paddle.Tensor) -> paddle.Tensor:

@@ -6,6 +6,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .blocks import PatchEmbed, SwinStage, stage_dims, trunc_normal_, zeros_, ones_
+from .rows import channels_first
 
 
 def _pair(value) -> Tuple[int, int]:
@@ -170,7 +171,7 @@ class SwinTransformer(SwinTrunk):
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         """[B, C_in, H, W] -> list of normed NCHW stage features for out_indices."""
         stages = self.forward_stages(x)
-        return [getattr(self, f"norm{i}")(stages[i]).transpose([0, 3, 1, 2]) for i in self.out_indices]
+        return [channels_first(getattr(self, f"norm{i}")(stages[i])) for i in self.out_indices]
 
 
 class SwinClassifier(SwinTrunk):

@@ -1,4 +1,5 @@
 """Model behaviour: shapes at any size, parameter counts, freezing, drop path, recompute, imports."""
+import contextlib
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from conftest import ROOT, SMALL
 from swin_backbone import (SwinClassifier, SwinTransformer, create_backbone, create_classifier,
                            swin_tiny_patch2_window4_32)
+from swin_backbone import rows
 from swin_backbone.blocks import shifted_window_mask, window_partition, window_reverse
 
 
@@ -82,10 +84,29 @@ def test_window_partition_roundtrip_and_mask():
     windows = window_partition(x, 7)
     assert windows.shape == [12, 49, 5]
     np.testing.assert_array_equal(window_reverse(windows, 7, 14, 21).numpy(), x.numpy())
-    mask = shifted_window_mask(14, 21, 7, 3)
+    mask = shifted_window_mask(14, 21, 7, 3).numpy()
     assert mask.shape == (6, 49, 49)
     assert not mask[0].any()  # an interior window sees no wrapped-around tokens
     assert mask[-1].any() and (mask[-1] == mask[-1].T).all()
+
+
+@pytest.mark.parametrize("height,width,window_size", [(250, 333, 7), (203, 517, 12), (64, 64, 7), (9, 5, 7)])
+def test_gather_path_equals_portable_path(height, width, window_size):
+    """The eager row-gather path and the pad/roll/transpose path (used by static graphs) agree, with grads."""
+    model = SwinTransformer(**SMALL, window_size=window_size, drop_path_rate=0.0)
+    x = paddle.randn([2, 3, height, width])
+    results = []
+    for context in (contextlib.nullcontext(), rows.portable()):
+        with context:
+            model.clear_gradients()
+            outs = model(x)
+            sum((o * o).mean() for o in outs).backward()
+            results.append(([o.numpy() for o in outs], {n: p.grad.numpy() for n, p in model.named_parameters()}))
+    (fast, fast_grads), (plain, plain_grads) = results
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+    for name, grad in plain_grads.items():
+        np.testing.assert_allclose(fast_grads[name], grad, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_drop_path_is_linear_over_all_blocks():
