@@ -7,7 +7,8 @@ extras = {
     "cpu": [f"paddlepaddle=={PADDLE}"],
     "gpu": [f"paddlepaddle-gpu=={PADDLE}"],
     # pycocotools 2.0.11 segfaults when imported after paddle 2.6.2; 2.0.8 does not.
-    "det": ["paddledet==2.6.0", "pycocotools==2.0.8", "opencv-python", "pyyaml"],
+    # paddledet 2.6 draws labels with ImageDraw.textsize, which Pillow 10 removed.
+    "det": ["paddledet==2.6.0", "pycocotools==2.0.8", "Pillow<10", "opencv-python", "pyyaml"],
     "seg": ["paddleseg==2.8.0", "opencv-python", "pyyaml"],
     "onnx": ["paddle2onnx==1.3.1", "onnxruntime"],
     "test": ["pytest"],

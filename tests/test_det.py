@@ -1,0 +1,165 @@
+"""PaddleDetection plug-in: configs build, Swin Mask R-CNN runs at awkward sizes, trains, evaluates, infers."""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from synthetic_data import write_coco
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "det_configs", "*.yml")))
+TOOLS = os.path.join(ROOT, "tools")
+
+# A config builds in a fresh process: PaddleDetection's config is one global that configs merge into.
+BUILD = r"""
+import sys, json, numpy as np
+sys.path.insert(0, {tools!r})
+import det_common
+import paddle
+from ppdet.core.workspace import create
+cfg = det_common.load_config({config!r}, {{}})
+model = create(cfg.architecture)
+count = sum(int(np.prod(p.shape)) for p in model.parameters())
+result = {{"params": count, "backbone": type(model.backbone).__name__}}
+if {forward}:
+    model.eval()
+    h, w = 250, 333
+    x = paddle.rand([1, 3, h, w])
+    out = model({{"image": x, "im_shape": paddle.to_tensor([[h, w]], "float32"),
+                 "scale_factor": paddle.to_tensor([[1.0, 1.0]], "float32")}})
+    result["outputs"] = sorted(out.keys())
+    result["boxes"] = list(out["bbox"].shape)
+    result["masks"] = list(out["mask"].shape)
+print("RESULT", json.dumps(result))
+"""
+
+
+def run_python(code: str, timeout: int = 600) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def run_tool(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(TOOLS, name), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_all_configs_present():
+    names = {os.path.basename(c) for c in CONFIGS}
+    assert {"mask_rcnn_swin_tiny_fpn_1x_coco.yml", "mask_rcnn_swin_tiny_fpn_3x_coco.yml",
+            "mask_rcnn_swin_small_fpn_3x_coco.yml", "mask_rcnn_swin_base_fpn_3x_coco.yml",
+            "mask_rcnn_swin_smoke.yml"} <= names
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if "tiny_fpn_1x" not in c], ids=os.path.basename)
+def test_config_builds(config):
+    result = run_python(BUILD.format(tools=TOOLS, config=config, forward=False))
+    assert result["backbone"] == "SwinBackbone"
+    documented = re.search(r"Our model: ([\d,]+) parameters", open(config).read())
+    if documented:
+        assert result["params"] == int(documented.group(1).replace(",", ""))
+
+
+def test_swin_tiny_mask_rcnn_parameters_and_odd_size_forward():
+    config = os.path.join(ROOT, "det_configs", "mask_rcnn_swin_tiny_fpn_1x_coco.yml")
+    result = run_python(BUILD.format(tools=TOOLS, config=config, forward=True))
+    assert result["params"] == 47_794_602  # ~48M, the authors' figure
+    assert result["boxes"][1] == 6 and result["masks"][0] == result["boxes"][0]
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    return write_coco(str(tmp_path_factory.mktemp("coco") / "smoke_coco"))
+
+
+def smoke_options(coco: str, save_dir: str, *extra: str):
+    return ["-c", os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml"), "-o",
+            f"TrainDataset.dataset_dir={coco}", f"EvalDataset.dataset_dir={coco}", f"TestDataset.dataset_dir={coco}",
+            f"save_dir={save_dir}", *extra]
+
+
+def losses(log: str):
+    return [float(v) for v in re.findall(r"\bloss: ([0-9.]+)", log)]
+
+
+def test_train_eval_infer_resume(coco, tmp_path):
+    save_dir = str(tmp_path / "out")
+    train = run_tool("det_train.py", "--eval", *smoke_options(coco, save_dir))
+    log = train.stdout + train.stderr
+    assert train.returncode == 0, log[-4000:]
+    values = losses(log)
+    assert len(values) >= 12, log[-3000:]
+    first, last = sum(values[:4]) / 4, sum(values[-4:]) / 4
+    assert last < 0.8 * first, f"loss did not go down: {values}"
+    assert re.search(r"Average Precision.*IoU=0.50:0.95.*= [0-9.]+", log), "no COCO AP printed"
+    final = os.path.join(save_dir, "mask_rcnn_swin_smoke", "model_final.pdparams")
+    assert os.path.isfile(final)
+
+    evaluation = run_tool("det_eval.py", *smoke_options(coco, save_dir, f"weights={final}"))
+    log = evaluation.stdout + evaluation.stderr
+    assert evaluation.returncode == 0, log[-4000:]
+    assert "bbox" in log and "segm" in log and len(re.findall(r"Average Precision", log)) >= 12
+
+    picture = os.path.join(coco, "val", "val_000.jpg")
+    output = str(tmp_path / "pictures")
+    infer = run_tool("det_infer.py", "--image", picture, "--output_dir", output, "--draw_threshold", "0.0",
+                     *smoke_options(coco, save_dir, f"weights={final}"))
+    assert infer.returncode == 0, (infer.stdout + infer.stderr)[-4000:]
+    assert os.path.isfile(os.path.join(output, "val_000.jpg"))
+
+    checkpoint = os.path.join(save_dir, "mask_rcnn_swin_smoke", "4")
+    assert os.path.isfile(checkpoint + ".pdparams") and os.path.isfile(checkpoint + ".pdopt")
+    resumed = run_tool("det_train.py", "--resume", checkpoint, *smoke_options(coco, str(tmp_path / "again")))
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-4000:]
+    assert re.search(r"Epoch: \[5\]", log) and not re.search(r"Epoch: \[[0-4]\]", log)
+
+
+def test_pretrain_weights_accept_authors_pth(coco, tmp_path):
+    """pretrain_weights naming an authors' .pth loads into the backbone, mismatches printed."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_convert import authors_layout
+    from torch_format import save_torch_zip
+    from swin_backbone import SwinTransformer
+
+    backbone = SwinTransformer(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
+    pth = str(tmp_path / "backbone.pth")
+    save_torch_zip({"model": authors_layout(backbone)}, pth)
+    code = f"""
+import sys, json
+sys.path.insert(0, {TOOLS!r})
+import det_train, numpy as np
+trainer = det_train.main({smoke_options(coco, str(tmp_path / 'o'), 'epoch=0', 'pretrain_weights=' + pth)!r})
+w = trainer.model.backbone.layers[0].blocks[0].attn.qkv.weight.numpy()
+print("RESULT", json.dumps({{"sum": float(w.sum())}}))
+"""
+    result = run_python(code)
+    expected = float(backbone.layers[0].blocks[0].attn.qkv.weight.numpy().sum())
+    assert abs(result["sum"] - expected) < 1e-3
+
+
+def test_missing_dataset_is_explained(tmp_path):
+    proc = run_tool("det_train.py", *smoke_options(str(tmp_path / "nowhere"), str(tmp_path)))
+    assert proc.returncode != 0
+    assert "annotations/instances_train.json" in proc.stderr and "COCO layout" in proc.stderr
+
+
+def test_registration_is_idempotent_and_sets_flag():
+    code = """
+import importlib, json, paddle
+import swin_backbone.ppdet as plugin
+importlib.reload(plugin)
+import swin_backbone.ppdet
+from ppdet.core.workspace import global_config
+print("RESULT", json.dumps({"flag": paddle.get_flags(["FLAGS_set_to_1d"])["FLAGS_set_to_1d"],
+                            "registered": "SwinBackbone" in global_config,
+                            "theirs": "SwinTransformer" in global_config}))
+"""
+    result = run_python(code)
+    assert result == {"flag": True, "registered": True, "theirs": True}

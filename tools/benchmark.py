@@ -1,0 +1,267 @@
+"""Side-by-side speed and memory of our Swin-T backbone and the Swin backbones PaddleDetection and
+PaddleSeg ship, on the same weights, in one run.
+
+    python tools/benchmark.py [--threads N] [--repeats 5] [--json benchmark.json] [--quick]
+
+Rows: eager inference at 8x3x224x224, 1x3x512x512, 1x3x800x1216 and one training step (forward +
+backward) at 2x3x224x224, timed interleaved (each repeat runs every contender once) after a warm-up;
+the table shows medians and peer/ours ratios. Then peak memory of a Swin-T training step at
+2x3x512x512 with and without use_checkpoint (CPU: peak RSS of a fresh subprocess; GPU:
+max_memory_allocated), and the training throughput of the CIFAR recipe's default model.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+from swin_backbone import create_backbone, create_classifier  # noqa: E402
+from swin_backbone.runtime import set_num_threads  # noqa: E402
+
+INFER_ROWS = [(8, 224, 224), (1, 512, 512), (1, 800, 1216)]
+TRAIN_ROW = (2, 224, 224)
+TINY = dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7)
+
+
+def synchronize() -> None:
+    if paddle.is_compiled_with_cuda() and "gpu" in paddle.get_device():
+        paddle.device.cuda.synchronize()
+
+
+def build_contenders(seed: int = 0) -> Dict[str, Callable]:
+    """{name: callable(x) -> list of features}, all holding our (random) Swin-T weights; peers that fail
+    to import are reported and left out."""
+    paddle.seed(seed)
+    ours = create_backbone("swin_tiny_patch4_window7_224", drop_path_rate=0.0)
+    weights = ours.state_dict()
+    contenders = {"ours": ours}
+    try:
+        from ppdet.modeling.backbones.swin_transformer import SwinTransformer as DetSwin
+
+        det = DetSwin(**TINY, drop_path_rate=0.0, out_indices=(0, 1, 2, 3))
+        det.set_state_dict(weights)
+        contenders["paddledet"] = det
+    except Exception as error:  # a missing or broken peer is reported, not fatal
+        print(f"skipping PaddleDetection's SwinTransformer: {type(error).__name__}: {error}")
+    try:
+        from paddleseg.models.backbones.swin_transformer import SwinTransformer_tiny_patch4_window7_224
+
+        seg = SwinTransformer_tiny_patch4_window7_224(drop_path_rate=0.0)
+        seg.set_state_dict(weights)
+        contenders["paddleseg"] = seg
+    except Exception as error:
+        print(f"skipping PaddleSeg's SwinTransformer: {type(error).__name__}: {error}")
+    calls = {}
+    for name, model in contenders.items():
+        calls[name] = _caller(name, model)
+    return calls
+
+
+def _caller(name: str, model: paddle.nn.Layer) -> Callable:
+    def run(x: paddle.Tensor) -> List[paddle.Tensor]:
+        return list(model({"image": x}) if name == "paddledet" else model(x))
+
+    run.model = model
+    return run
+
+
+def check_agreement(contenders: Dict[str, Callable]) -> Dict[str, float]:
+    """Max abs difference of every peer's four outputs from ours at 1x3x224x224 (eval)."""
+    x = paddle.randn([1, 3, 224, 224])
+    diffs = {}
+    with paddle.no_grad():
+        for run in contenders.values():
+            run.model.eval()
+        reference = contenders["ours"](x)
+        for name, run in contenders.items():
+            if name != "ours":
+                diffs[name] = max(float((a - b).abs().max()) for a, b in zip(reference, run(x)))
+    return diffs
+
+
+def time_interleaved(contenders: Dict[str, Callable], make_step: Callable, repeats: int, warmup: int,
+                     threads: int) -> Dict[str, Optional[float]]:
+    """Median seconds per step of each contender (None where it crashes), interleaving the repeats."""
+    steps, times = {}, {}
+    for name, run in contenders.items():
+        steps[name] = make_step(run)
+        times[name] = []
+        try:
+            set_num_threads(threads)
+            for _ in range(warmup):
+                steps[name]()
+        except Exception as error:
+            print(f"  {name} crashed: {type(error).__name__}: {str(error).splitlines()[0][:120]}")
+            steps[name] = None
+    for _ in range(repeats):
+        for name, step in steps.items():
+            if step is None:
+                continue
+            set_num_threads(threads)
+            synchronize()
+            start = time.perf_counter()
+            step()
+            synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: (float(np.median(t)) if steps[name] else None) for name, t in times.items()}
+
+
+def inference_step(shape) -> Callable:
+    x = paddle.randn(list(shape[:1]) + [3] + list(shape[1:]))
+
+    def make(run: Callable) -> Callable:
+        run.model.eval()
+
+        def step() -> None:
+            with paddle.no_grad():
+                run(x)
+        return step
+    return make
+
+
+def training_step(shape) -> Callable:
+    x = paddle.randn(list(shape[:1]) + [3] + list(shape[1:]))
+
+    def make(run: Callable) -> Callable:
+        run.model.train()
+
+        def step() -> None:
+            sum(o.mean() for o in run(x)).backward()
+            run.model.clear_gradients()
+        return step
+    return make
+
+
+def memory_worker(use_checkpoint: bool, size: int) -> None:
+    """Subprocess body: one Swin-T training step at 2x3xSxS; prints JSON with peak memory and time."""
+    model = create_backbone("swin_tiny_patch4_window7_224", use_checkpoint=use_checkpoint)
+    model.train()
+    x = paddle.randn([2, 3, size, size])
+    gpu = "gpu" in paddle.get_device()
+    before = _rss_mb()
+    start = time.perf_counter()
+    sum(o.mean() for o in model(x)).backward()
+    synchronize()
+    elapsed = time.perf_counter() - start
+    if gpu:
+        peak = paddle.device.cuda.max_memory_allocated() / 2 ** 20
+        print(json.dumps({"peak_mb": peak, "step_mb": peak, "seconds": elapsed}))
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"peak_mb": peak, "step_mb": peak - before, "seconds": elapsed}))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure_memory(threads: int, size: int) -> Dict[str, dict]:
+    results = {}
+    for label, flag in (("without", False), ("with", True)):
+        command = [sys.executable, os.path.abspath(__file__), "--memory-worker", str(int(flag)),
+                   "--memory-size", str(size), "--threads", str(threads)]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        results[label] = json.loads(output.strip().splitlines()[-1])
+    return results
+
+
+def cls_throughput(threads: int, batch: int, repeats: int) -> float:
+    """Training img/s of the CIFAR recipe's default model (swin_tiny_patch2_window4_32) at 32 px."""
+    model = create_classifier("swin_tiny_patch2_window4_32", num_classes=10)
+    model.train()
+    optimizer = paddle.optimizer.AdamW(1e-3, parameters=model.parameters(), weight_decay=0.05,
+                                       grad_clip=paddle.nn.ClipGradByGlobalNorm(5.0))
+    x, y = paddle.randn([batch, 3, 32, 32]), paddle.randint(0, 10, [batch])
+    times = []
+    for i in range(repeats + 1):
+        set_num_threads(threads)
+        start = time.perf_counter()
+        paddle.nn.functional.cross_entropy(model(x), y, label_smoothing=0.1).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return batch / float(np.median(times))
+
+
+def fmt(seconds: Optional[float]) -> str:
+    return "crash" if seconds is None else f"{seconds:.3f}"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, help="CPU threads for every contender (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", default="benchmark.json", help="where to write the results")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the 800x1216 row")
+    parser.add_argument("--memory-size", type=int, default=512)
+    parser.add_argument("--memory-worker", type=int, choices=[0, 1], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    threads = set_num_threads(args.threads)
+    if args.memory_worker is not None:
+        memory_worker(bool(args.memory_worker), args.memory_size)
+        return {}
+    repeats = 2 if args.quick else args.repeats
+    device = paddle.get_device()
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}"
+    print(f"Swin-T backbone benchmark: paddle {paddle.__version__}, {machine}, {threads} threads, "
+          f"{repeats} repeats (median)")
+    contenders = build_contenders()
+    for name, diff in check_agreement(contenders).items():
+        print(f"  {name} output agrees with ours: max abs diff {diff:.2e}")
+    ours_model = contenders["ours"].model
+    rows = [("infer", shape) for shape in INFER_ROWS[:2 if args.quick else 3]] + [("train", TRAIN_ROW)]
+    results = {"paddle": paddle.__version__, "machine": machine, "threads": threads, "rows": []}
+    peers = [n for n in contenders if n != "ours"]
+    header = f"{'row':<22}{'ours s':>9}{'GFLOP/s':>9}" + "".join(f"{p + ' s':>13}{'x':>7}" for p in peers)
+    print(header)
+    for kind, shape in rows:
+        make = inference_step(shape) if kind == "infer" else training_step(shape)
+        times = time_interleaved(contenders, make, repeats, args.warmup, threads)
+        batch, height, width = shape
+        work = ours_model.flops(height, width) * batch * (3 if kind == "train" else 1)
+        gflops = work / times["ours"] / 1e9 if times["ours"] else 0.0
+        label = f"{kind} {batch}x3x{height}x{width}"
+        line = f"{label:<22}{fmt(times['ours']):>9}{gflops:>9.1f}"
+        ratios = {}
+        for peer in peers:
+            ratio = times[peer] / times["ours"] if times[peer] and times["ours"] else None
+            ratios[peer] = ratio
+            line += f"{fmt(times[peer]):>13}{(f'{ratio:.2f}' if ratio else '-'):>7}"
+        print(line, flush=True)
+        results["rows"].append({"row": label, "seconds": times, "ratio_peer_over_ours": ratios,
+                                "ours_gflops_per_s": gflops})
+    memory = measure_memory(threads, args.memory_size)
+    ratio = memory["with"]["step_mb"] / memory["without"]["step_mb"]
+    slow = memory["with"]["seconds"] / memory["without"]["seconds"]
+    print(f"train step 2x3x{args.memory_size}x{args.memory_size} memory: without use_checkpoint "
+          f"{memory['without']['step_mb']:.0f} MB, with {memory['with']['step_mb']:.0f} MB "
+          f"(ratio {ratio:.2f}; time ratio {slow:.2f})")
+    results["memory"] = dict(memory, ratio=ratio, time_ratio=slow)
+    throughput = cls_throughput(threads, 32, repeats)
+    print(f"CIFAR recipe training throughput (swin_tiny_patch2_window4_32, batch 32): {throughput:.1f} img/s")
+    results["cls_train_img_per_s"] = throughput
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+        print(f"results written to {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Evaluate a Swin Mask R-CNN (COCO bbox and segm AP with pycocotools).
+
+    python tools/det_eval.py -c det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml -o weights=output/.../model_final
+"""
+import sys
+
+from det_common import arg_parser, check_coco, load_config, prepare
+
+
+def main(argv=None):
+    args = arg_parser(__doc__).parse_args(argv)
+    prepare(args)
+    cfg = load_config(args.config, args.opt)
+    check_coco(cfg, "EvalDataset")
+    from ppdet.engine import Trainer, init_parallel_env
+
+    init_parallel_env()
+    trainer = Trainer(cfg, mode="eval")
+    trainer.load_weights(cfg.weights)
+    trainer.evaluate()
+    return trainer
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,36 @@
+"""Train a Swin Mask R-CNN with PaddleDetection.
+
+    python tools/det_train.py -c det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml [--eval] [--resume PATH]
+        [-o pretrain_weights=swin_tiny_patch4_window7_224.pth TrainDataset.dataset_dir=/data/coco ...]
+    python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/det_train.py -c ...   # multi-GPU
+"""
+import sys
+
+from det_common import arg_parser, check_coco, load_config, load_pretrain, prepare
+
+
+def main(argv=None):
+    parser = arg_parser(__doc__)
+    parser.add_argument("--eval", action="store_true", help="evaluate after every snapshot")
+    parser.add_argument("--resume", help="checkpoint to continue from (path without .pdparams)")
+    args = parser.parse_args(argv)
+    prepare(args)
+    cfg = load_config(args.config, args.opt)
+    check_coco(cfg, "TrainDataset", *(["EvalDataset"] if args.eval else []))
+    from ppdet.engine import Trainer, init_parallel_env
+
+    init_parallel_env()
+    trainer = Trainer(cfg, mode="train")
+    if args.resume:
+        trainer.resume_weights(args.resume)
+    elif cfg.get("pretrain_weights"):
+        load_pretrain(trainer, cfg.pretrain_weights)
+    trainer.train(args.eval)
+    return trainer
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
