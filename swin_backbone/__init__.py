@@ -3,6 +3,7 @@
 `import swin_backbone.ppdet` / `import swin_backbone.paddleseg` register the backbone with
 PaddleDetection / PaddleSeg; this package itself needs only Paddle.
 """
+from . import _load_order  # noqa: F401  (must run before paddle is imported)
 from .convert import (ConversionReport, convert_state_dict, extract_state_dict, load_pretrained,
                       read_torch_checkpoint)
 from .model import SwinClassifier, SwinTransformer

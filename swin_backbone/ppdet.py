@@ -20,6 +20,7 @@ paddle.set_flags({"FLAGS_set_to_1d": True})
 from ppdet.core.workspace import global_config, register, serializable  # noqa: E402
 from ppdet.modeling.shape_spec import ShapeSpec  # noqa: E402
 
+from ._load_order import pillow_loaded_after_paddle  # noqa: E402
 from .convert import load_pretrained  # noqa: E402
 from .model import SwinTransformer  # noqa: E402
 
@@ -63,6 +64,12 @@ class SwinBackbone(SwinTransformer):
     def out_shape(self) -> List[ShapeSpec]:
         return [ShapeSpec(channels=c, stride=s) for c, s in zip(self.out_channels, self.out_strides)]
 
+
+if pillow_loaded_after_paddle():
+    import warnings
+
+    warnings.warn("paddle was imported before Pillow: Pillow cannot read or write PNG pictures in this process "
+                  "(paddle 2.6.2's zlib captures it; JPEG is fine). Import swin_backbone before paddle.")
 
 # Registering twice raises in PaddleDetection (e.g. after importlib.reload): keep the first registration.
 if SwinBackbone.__name__ not in global_config:

@@ -2,12 +2,14 @@
 import os
 import sys
 
-import numpy as np
-import paddle
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
 
 REFERENCE_DIR = os.environ.get("SWIN_REFERENCE", os.path.join(ROOT, "..", "shared", "swin_reference"))
 

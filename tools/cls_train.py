@@ -24,6 +24,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
+
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.distributed as dist  # noqa: E402

@@ -9,6 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
+
 import paddle  # noqa: E402
 
 from swin_backbone import PRESETS, convert_state_dict, create_backbone, create_classifier  # noqa: E402

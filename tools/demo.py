@@ -5,6 +5,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
+
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 

@@ -5,6 +5,8 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
+
 import paddle  # noqa: E402
 
 import swin_backbone.ppdet  # noqa: E402,F401  (registers SwinBackbone, sets FLAGS_set_to_1d)

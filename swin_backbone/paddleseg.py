@@ -1,0 +1,203 @@
+"""PaddleSeg registration: `import swin_backbone.paddleseg` makes these usable in PaddleSeg configs:
+
+- backbone `SwinBackbone` (BACKBONES): our SwinTransformer with `feat_channels` and `pretrained`;
+- model `SwinUperNet` (MODELS): the authors' UperNet decode head and FCN auxiliary head;
+- transforms `RescaleToFit` and `RandomRescaleToFit` (TRANSFORMS): the authors' keep-ratio resize into
+  a (long, short) box, e.g. (2048, 512), with an optional random ratio.
+
+It also makes paddleseg 2.8 work on Paddle 2.6: FLAGS_set_to_1d (its training loop indexes 0-D losses)
+and a `metrics.calculate_area` that does not concatenate 0-D tensors.
+"""
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from paddleseg.cvlibs import manager
+from paddleseg.models import layers
+from paddleseg.utils import metrics, utils
+
+from ._load_order import require_pillow_before_paddle
+from .convert import load_pretrained
+from .model import SwinTransformer
+
+require_pillow_before_paddle()  # PaddleSeg reads ADE20K labels (PNG) with Pillow
+# paddleseg 2.8's training loop indexes loss.numpy()[0]: Paddle 2.6 makes that 0-D unless told otherwise.
+paddle.set_flags({"FLAGS_set_to_1d": True})
+
+__all__ = ["SwinBackbone", "SwinUperNet", "RescaleToFit", "RandomRescaleToFit"]
+
+
+def _register(registry, component):
+    """Add to a PaddleSeg manager unless a component of that name is there (importing twice is harmless)."""
+    if component.__name__ not in registry.components_dict:
+        registry.add_component(component)
+    return component
+
+
+class SwinBackbone(SwinTransformer):
+    """Our SwinTransformer for PaddleSeg: `feat_channels` lists the channels of the returned features.
+
+    `in_channels` is PaddleSeg's name for `in_chans` (its builder fills it in from the dataset).
+    """
+
+    def __init__(self, pretrain_img_size: int = 224, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96,
+                 depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (3, 6, 12, 24),
+                 window_size: int = 7, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.2, ape: bool = False, patch_norm: bool = True,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, use_checkpoint: bool = False,
+                 pretrained: Optional[str] = None, in_channels: Optional[int] = None):
+        super().__init__(pretrain_img_size, patch_size, in_channels or in_chans, embed_dim, depths, num_heads, window_size,
+                         mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, ape,
+                         patch_norm, out_indices, frozen_stages, use_checkpoint)
+        self.feat_channels = list(self.out_channels)
+        if pretrained:
+            load_pretrained(self, pretrained)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Layer:
+    # No conv bias before BN, as in the authors' ConvModule.
+    return layers.ConvBNReLU(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias_attr=False)
+
+
+def _resize(x: paddle.Tensor, size) -> paddle.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class UperHead(nn.Layer):
+    """UperNet decode head (Xiao et al., 2018) as the authors configure it for Swin.
+
+    Pyramid pooling (scales 1, 2, 3, 6) on the last level, 1x1 laterals and 3x3 FPN convs on the
+    others, top-down sum, all levels upsampled, concatenated and fused; dropout and a 1x1 classifier.
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 512,
+                 pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1):
+        super().__init__()
+        self.pool_scales = list(pool_scales)
+        self.ppm = nn.LayerList([_conv_bn_relu(in_channels[-1], channels, 1) for _ in pool_scales])
+        self.bottleneck = _conv_bn_relu(in_channels[-1] + len(pool_scales) * channels, channels, 3)
+        self.lateral_convs = nn.LayerList([_conv_bn_relu(c, channels, 1) for c in in_channels[:-1]])
+        self.fpn_convs = nn.LayerList([_conv_bn_relu(channels, channels, 3) for _ in in_channels[:-1]])
+        self.fpn_bottleneck = _conv_bn_relu(len(in_channels) * channels, channels, 3)
+        self.dropout = nn.Dropout2D(dropout)
+        self.conv_seg = nn.Conv2D(channels, num_classes, 1)
+
+    def pyramid_pooling(self, x: paddle.Tensor) -> paddle.Tensor:
+        size = x.shape[2:]
+        pooled = [_resize(conv(F.adaptive_avg_pool2d(x, scale)), size) for scale, conv in zip(self.pool_scales, self.ppm)]
+        return self.bottleneck(paddle.concat([x] + pooled, axis=1))
+
+    def forward(self, features: List[paddle.Tensor]) -> paddle.Tensor:
+        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
+        laterals.append(self.pyramid_pooling(features[-1]))
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[2:])
+        outs = [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)] + [laterals[-1]]
+        outs = [outs[0]] + [_resize(o, outs[0].shape[2:]) for o in outs[1:]]
+        return self.conv_seg(self.dropout(self.fpn_bottleneck(paddle.concat(outs, axis=1))))
+
+
+class FCNHead(nn.Layer):
+    """Auxiliary head: one 3x3 conv-BN-ReLU, dropout, 1x1 classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.conv = _conv_bn_relu(in_channels, channels, 3)
+        self.dropout = nn.Dropout2D(dropout)
+        self.conv_seg = nn.Conv2D(channels, num_classes, 1)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.conv_seg(self.dropout(self.conv(x)))
+
+
+class SwinUperNet(nn.Layer):
+    """Swin + UperNet with an FCN auxiliary head on `aux_index` (the authors' semantic segmentation model).
+
+    Returns [logits, aux_logits] at input size when training, [logits] in eval (PaddleSeg's convention).
+    """
+
+    def __init__(self, num_classes: int, backbone: nn.Layer, channels: int = 512,
+                 pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1, aux_channels: int = 256,
+                 aux_index: int = 2, align_corners: bool = False, pretrained: Optional[str] = None):
+        super().__init__()
+        if align_corners:
+            raise ValueError("the authors' UperNet upsamples with align_corners=False")
+        self.backbone = backbone
+        self.align_corners = align_corners
+        self.decode_head = UperHead(backbone.feat_channels, num_classes, channels, pool_scales, dropout)
+        self.aux_index = aux_index
+        self.auxiliary_head = FCNHead(backbone.feat_channels[aux_index], num_classes, aux_channels, dropout)
+        if pretrained:
+            utils.load_entire_model(self, pretrained)
+
+    def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+        size = x.shape[2:]
+        features = self.backbone(x)
+        logits = [_resize(self.decode_head(features), size)]
+        if self.training:
+            logits.append(_resize(self.auxiliary_head(features[self.aux_index]), size))
+        return logits
+
+
+def _rescale_to_fit(data: dict, long_side: float, short_side: float) -> dict:
+    """Keep-ratio resize so the image fits in a (long_side, short_side) box (one side touching it)."""
+    height, width = data["img"].shape[:2]
+    factor = min(long_side / max(height, width), short_side / min(height, width))
+    size = (int(width * factor + 0.5), int(height * factor + 0.5))
+    data["trans_info"].append(("resize", data["img"].shape[0:2]))
+    data["img"] = cv2.resize(data["img"], size, interpolation=cv2.INTER_LINEAR)
+    for key in data.get("gt_fields", []):
+        data[key] = cv2.resize(data[key], size, interpolation=cv2.INTER_NEAREST)
+    return data
+
+
+class RescaleToFit:
+    """Resize keeping the aspect ratio into a box `scale` = (long, short), like the authors' test resize."""
+
+    def __init__(self, scale: Sequence[int] = (2048, 512)):
+        self.long_side, self.short_side = max(scale), min(scale)
+
+    def __call__(self, data: dict) -> dict:
+        return _rescale_to_fit(data, self.long_side, self.short_side)
+
+
+class RandomRescaleToFit:
+    """RescaleToFit with the box scaled by a ratio drawn uniformly from `ratio_range` (training)."""
+
+    def __init__(self, scale: Sequence[int] = (2048, 512), ratio_range: Sequence[float] = (0.5, 2.0)):
+        self.long_side, self.short_side = max(scale), min(scale)
+        self.ratio_range = tuple(ratio_range)
+
+    def __call__(self, data: dict) -> dict:
+        ratio = np.random.uniform(*self.ratio_range)
+        return _rescale_to_fit(data, self.long_side * ratio, self.short_side * ratio)
+
+
+def calculate_area(pred: paddle.Tensor, label: paddle.Tensor, num_classes: int, ignore_index: int = 255):
+    """(intersect, pred, label) pixel counts per class [num_classes], like paddleseg's calculate_area.
+
+    paddleseg 2.8 concatenates per-class 0-D sums, which Paddle 2.6 rejects; this counts with bincount.
+    """
+    pred, label = pred.squeeze(1) if pred.ndim == 4 else pred, label.squeeze(1) if label.ndim == 4 else label
+    if pred.shape != label.shape:
+        raise ValueError(f"Shape of `pred` and `label` should be equal, but there are {pred.shape} and {label.shape}.")
+    pred, label = pred.reshape([-1]).astype("int64"), label.reshape([-1]).astype("int64")
+    valid = label != ignore_index
+    pred, label = paddle.masked_select(pred, valid), paddle.masked_select(label, valid)
+
+    def count(values: paddle.Tensor) -> paddle.Tensor:
+        values = paddle.masked_select(values, (values >= 0) & (values < num_classes))
+        return paddle.bincount(values, minlength=num_classes)[:num_classes]
+
+    return count(paddle.masked_select(label, pred == label)), count(pred), count(label)
+
+
+metrics.calculate_area = calculate_area
+SwinBackbone = _register(manager.BACKBONES, SwinBackbone)
+SwinUperNet = _register(manager.MODELS, SwinUperNet)
+RescaleToFit = _register(manager.TRANSFORMS, RescaleToFit)
+RandomRescaleToFit = _register(manager.TRANSFORMS, RandomRescaleToFit)

@@ -1,0 +1,59 @@
+"""Shared set-up of the segmentation tools: config, runtime, ADE20K layout checks."""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
+
+import paddle  # noqa: E402
+
+import swin_backbone.paddleseg  # noqa: E402,F401  (registers SwinBackbone, SwinUperNet, transforms)
+from swin_backbone.runtime import set_num_threads  # noqa: E402
+
+ADE_LAYOUT = ("ADEChallengeData2016 layout: ROOT/images/{training,validation}/*.jpg and "
+              "ROOT/annotations/{training,validation}/*.png (same names; 0 = unlabelled, 1..150 classes)")
+
+
+def arg_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="PaddleSeg config (seg_configs/*.yml)")
+    parser.add_argument("--opts", nargs="+", default=None, help="overrides, e.g. train_dataset.dataset_root=DIR")
+    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="fp16: AMP (GPU)")
+    parser.add_argument("--amp_level", choices=["O1", "O2"], default="O1")
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    return parser
+
+
+def setup(args, **overrides):
+    """(Config, SegBuilder) on the right device; fp16 falls back to fp32 (with a note) without a GPU."""
+    from paddleseg.cvlibs import Config, SegBuilder
+
+    if not os.path.isfile(args.config):
+        raise FileNotFoundError(f"config not found: {args.config}")
+    if paddle.is_compiled_with_cuda():
+        paddle.set_device("gpu")
+    else:
+        paddle.set_device("cpu")
+        set_num_threads(args.threads)
+        if args.precision == "fp16":
+            print("note: this Paddle has no CUDA: training in fp32 (AMP needs a GPU)")
+            args.precision = "fp32"
+    cfg = Config(args.config, opts=args.opts, **overrides)
+    return cfg, SegBuilder(cfg)
+
+
+def check_ade20k(dataset_cfg: dict) -> None:
+    """One clear error when an ADE20K split is missing (PaddleSeg would try to download it)."""
+    if dataset_cfg.get("type") != "ADE20K":
+        return
+    root = dataset_cfg.get("dataset_root") or ""
+    split = "training" if dataset_cfg.get("mode", "train") == "train" else "validation"
+    missing = [os.path.join(root, kind, split) for kind in ("images", "annotations")
+               if not os.path.isdir(os.path.join(root, kind, split))]
+    if missing:
+        raise FileNotFoundError(f"ADE20K not found: {' and '.join(repr(m) for m in missing)} missing. Expected the "
+                                f"{ADE_LAYOUT}; set it with --opts train_dataset.dataset_root=ROOT "
+                                "val_dataset.dataset_root=ROOT")

@@ -1,0 +1,44 @@
+"""Train a Swin UperNet with PaddleSeg.
+
+    python tools/seg_train.py --config seg_configs/upernet_swin_tiny_ade20k_512x512_160k.yml [--do_eval]
+        [--resume_model output/iter_16000] [--save_dir output/upernet_swin_tiny]
+        [--opts train_dataset.dataset_root=/data/ADEChallengeData2016 val_dataset.dataset_root=...]
+    python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/seg_train.py --config ... --precision fp16
+"""
+import sys
+
+from seg_common import arg_parser, check_ade20k, setup
+
+
+def main(argv=None):
+    parser = arg_parser(__doc__)
+    parser.add_argument("--do_eval", action="store_true", help="evaluate at every save")
+    parser.add_argument("--resume_model", help="a save_dir/iter_N folder to continue from")
+    parser.add_argument("--save_dir", default="output")
+    parser.add_argument("--iters", type=int)
+    parser.add_argument("--batch_size", type=int, help="per GPU")
+    parser.add_argument("--learning_rate", type=float)
+    parser.add_argument("--save_interval", type=int, default=1000)
+    parser.add_argument("--log_iters", type=int, default=10)
+    parser.add_argument("--keep_checkpoint_max", type=int, default=5)
+    parser.add_argument("--use_vdl", action="store_true", help="VisualDL logs")
+    args = parser.parse_args(argv)
+    cfg, builder = setup(args, iters=args.iters, batch_size=args.batch_size, learning_rate=args.learning_rate)
+    check_ade20k(cfg.train_dataset_cfg)
+    if args.do_eval:
+        check_ade20k(cfg.val_dataset_cfg)
+    from paddleseg.core import train
+
+    train(builder.model, builder.train_dataset, val_dataset=builder.val_dataset if args.do_eval else None,
+          optimizer=builder.optimizer, save_dir=args.save_dir, iters=cfg.iters, batch_size=cfg.batch_size,
+          resume_model=args.resume_model, save_interval=args.save_interval, log_iters=args.log_iters,
+          num_workers=args.num_workers, use_vdl=args.use_vdl, losses=builder.loss,
+          keep_checkpoint_max=args.keep_checkpoint_max, test_config=cfg.test_config, precision=args.precision,
+          amp_level=args.amp_level)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
