@@ -40,12 +40,21 @@ def window_reverse(windows: paddle.Tensor, window_size: int, height: int, width:
     return x.transpose([0, 1, 3, 2, 4, 5]).reshape([-1, height, width, channels])
 
 
-def pad_to_multiple(x: paddle.Tensor, multiple: int) -> paddle.Tensor:
-    """[B, H, W, C] -> [B, Hp, Wp, C], zero-padded on the bottom/right to multiples of `multiple`."""
-    pad_h = -x.shape[1] % multiple
-    pad_w = -x.shape[2] % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, [0, pad_w, 0, pad_h], data_format="NHWC")
+def pad_to_multiple(x: paddle.Tensor, multiple: int, data_format: str = "NHWC") -> paddle.Tensor:
+    """Zero-pad H and W on the bottom/right up to multiples of `multiple` ([B, H, W, C] or [B, C, H, W]).
+
+    In a static graph the amounts are computed from the runtime shape, so one export serves every size.
+    """
+    h_axis = 1 if data_format == "NHWC" else 2
+    if paddle.in_dynamic_mode():
+        pad_h, pad_w = -x.shape[h_axis] % multiple, -x.shape[h_axis + 1] % multiple
+        return F.pad(x, [0, pad_w, 0, pad_h], data_format=data_format) if pad_h or pad_w else x
+    # Static graph: append zero blocks (Paddle2ONNX mistranslates pad with runtime amounts on NHWC).
+    for axis in (h_axis, h_axis + 1):
+        shape = paddle.shape(x)
+        amount = (multiple - shape[axis] % multiple) % multiple
+        zeros = paddle.zeros(paddle.stack([amount if i == axis else shape[i] for i in range(4)]), x.dtype)
+        x = paddle.concat([x, zeros], axis=axis)
     return x
 
 
@@ -118,11 +127,7 @@ class PatchEmbed(nn.Layer):
         self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        pad_h = -x.shape[2] % self.patch_size
-        pad_w = -x.shape[3] % self.patch_size
-        if pad_h or pad_w:
-            x = F.pad(x, [0, pad_w, 0, pad_h], data_format="NCHW")
-        x = rows.channels_last(self.proj(x))
+        x = rows.channels_last(self.proj(pad_to_multiple(x, self.patch_size, "NCHW")))
         return self.norm(x) if self.norm is not None else x
 
 
@@ -249,7 +254,11 @@ class SwinBlock(nn.Layer):
 
 
 class PatchMerging(nn.Layer):
-    """[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 2C]: concatenate each 2x2 neighbourhood, norm, project."""
+    """[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 2C]: concatenate each 2x2 neighbourhood, norm, project.
+
+    The neighbourhood is concatenated in the order (row, col) = (0,0), (1,0), (0,1), (1,1), as the
+    released weights expect.
+    """
 
     def __init__(self, dim: int):
         super().__init__()
@@ -261,11 +270,12 @@ class PatchMerging(nn.Layer):
         if rows.use_gathers():
             order = rows.index(rows.merge_index, batch, height, width)
             x = rows.gather(x.reshape([-1, channels]), order, height % 2 != 0 or width % 2 != 0)
-            x = x.reshape([batch, -(-height // 2), -(-width // 2), 4 * channels])
-        else:
+            x = x.reshape([batch, (height + 1) // 2, (width + 1) // 2, 4 * channels])
+        else:  # reshape/transpose rather than strided slices, which Paddle2ONNX mis-sizes on odd inputs
             x = pad_to_multiple(x, 2)
-            # Order (row, col) = (0,0), (1,0), (0,1), (1,1), as the released weights expect.
-            x = paddle.concat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
+            half_h, half_w = (height + 1) // 2, (width + 1) // 2
+            x = x.reshape([-1, half_h, 2, half_w, 2, channels]).transpose([0, 1, 3, 4, 2, 5])
+            x = x.reshape([-1, half_h, half_w, 4 * channels])
         return self.reduction(self.norm(x))
 
 
@@ -295,7 +305,7 @@ class SwinStage(nn.Layer):
         if not self.shift_size or len(self.blocks) < 2:
             return None
         ws = self.window_size
-        padded_h, padded_w = -(-height // ws) * ws, -(-width // ws) * ws
+        padded_h, padded_w = (height + ws - 1) // ws * ws, (width + ws - 1) // ws * ws
         if rows.use_gathers():
             return _cached_mask(padded_h, padded_w, ws, self.shift_size, str(paddle.get_device()))
         return shifted_window_mask(padded_h, padded_w, ws, self.shift_size)

@@ -61,7 +61,8 @@ class SwinTrunk(nn.Layer):
         x = self.patch_embed(x)
         if self.ape:
             pos = self.absolute_pos_embed
-            if tuple(pos.shape[2:]) != tuple(x.shape[1:3]):
+            # bicubic at the same size is the identity, so static graphs interpolate unconditionally
+            if not paddle.in_dynamic_mode() or tuple(pos.shape[2:]) != tuple(x.shape[1:3]):
                 pos = F.interpolate(pos, size=x.shape[1:3], mode="bicubic", align_corners=False)
             x = x + pos.transpose([0, 2, 3, 1])
         return self.pos_drop(x)
