@@ -26,9 +26,17 @@ zeros_ = nn.initializer.Constant(0.0)
 ones_ = nn.initializer.Constant(1.0)
 
 
+def dims(x: paddle.Tensor) -> list:
+    """x.shape, with runtime values (tensors) for the sizes a static graph leaves open (-1)."""
+    if paddle.in_dynamic_mode():
+        return x.shape
+    runtime = paddle.shape(x)
+    return [size if size >= 0 else runtime[i] for i, size in enumerate(x.shape)]
+
+
 def window_partition(x: paddle.Tensor, window_size: int) -> paddle.Tensor:
     """[B, H, W, C] -> [B * nW, ws * ws, C]; H and W must be multiples of window_size."""
-    _, height, width, channels = x.shape
+    _, height, width, channels = dims(x)
     x = x.reshape([-1, height // window_size, window_size, width // window_size, window_size, channels])
     return x.transpose([0, 1, 3, 2, 4, 5]).reshape([-1, window_size * window_size, channels])
 
@@ -193,7 +201,7 @@ class WindowAttention(nn.Layer):
         if mask is None:
             attn = attn + bias.unsqueeze(0)
         else:  # bias and mask summed first: one pass over the attention map instead of two
-            num_windows = mask.shape[0]
+            num_windows = dims(mask)[0]
             bias = bias.unsqueeze(0) + mask.unsqueeze(1)
             attn = (attn.reshape([-1, num_windows, self.num_heads, n, n]) + bias.unsqueeze(0))
             attn = attn.reshape([-1, self.num_heads, n, n])
@@ -236,9 +244,9 @@ class SwinBlock(nn.Layer):
 
     def _window_attention_portable(self, x: paddle.Tensor, mask: Optional[paddle.Tensor]) -> paddle.Tensor:
         """window_attention with pad/roll/reshape/transpose: for static graphs (export)."""
-        height, width = x.shape[1], x.shape[2]
+        height, width = dims(x)[1:3]
         y = pad_to_multiple(x, self.window_size)
-        padded_h, padded_w = y.shape[1], y.shape[2]
+        padded_h, padded_w = dims(y)[1:3]
         if self.shift_size:
             y = paddle.roll(y, shifts=(-self.shift_size, -self.shift_size), axis=(1, 2))
         y = self.attn(window_partition(y, self.window_size), mask)
@@ -266,7 +274,7 @@ class PatchMerging(nn.Layer):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias_attr=False)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        batch, height, width, channels = x.shape
+        batch, height, width, channels = dims(x)
         if rows.use_gathers():
             order = rows.index(rows.merge_index, batch, height, width)
             x = rows.gather(x.reshape([-1, channels]), order, height % 2 != 0 or width % 2 != 0)
@@ -312,7 +320,7 @@ class SwinStage(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         """[B, H, W, C] -> [B, H, W, C]."""
-        mask = self.attention_mask(x.shape[1], x.shape[2])
+        mask = self.attention_mask(*dims(x)[1:3])
         for block in self.blocks:
             if self.use_checkpoint and self.training and not x.stop_gradient:
                 x = recompute(block, x, mask)

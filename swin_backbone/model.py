@@ -5,7 +5,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .blocks import PatchEmbed, SwinStage, stage_dims, trunc_normal_, zeros_, ones_
+from .blocks import dims, PatchEmbed, SwinStage, stage_dims, trunc_normal_, zeros_, ones_
 from .rows import channels_first
 
 
@@ -63,7 +63,7 @@ class SwinTrunk(nn.Layer):
             pos = self.absolute_pos_embed
             # bicubic at the same size is the identity, so static graphs interpolate unconditionally
             if not paddle.in_dynamic_mode() or tuple(pos.shape[2:]) != tuple(x.shape[1:3]):
-                pos = F.interpolate(pos, size=x.shape[1:3], mode="bicubic", align_corners=False)
+                pos = F.interpolate(pos, size=dims(x)[1:3], mode="bicubic", align_corners=False)
             x = x + pos.transpose([0, 2, 3, 1])
         return self.pos_drop(x)
 

@@ -21,6 +21,7 @@ from ppdet.core.workspace import global_config, register, serializable  # noqa: 
 from ppdet.modeling.shape_spec import ShapeSpec  # noqa: E402
 
 from ._load_order import pillow_loaded_after_paddle  # noqa: E402
+from .blocks import pad_to_multiple  # noqa: E402
 from .convert import load_pretrained  # noqa: E402
 from .model import SwinTransformer  # noqa: E402
 
@@ -55,10 +56,8 @@ class SwinBackbone(SwinTransformer):
     def forward(self, inputs: Dict[str, paddle.Tensor]) -> List[paddle.Tensor]:
         image = inputs["image"]
         if self.size_divisor:
-            pad_h, pad_w = -image.shape[2] % self.size_divisor, -image.shape[3] % self.size_divisor
-            if pad_h or pad_w:
-                image = paddle.nn.functional.pad(image, [0, pad_w, 0, pad_h])
-        return super().forward(image)
+            image = pad_to_multiple(image, self.size_divisor, "NCHW")
+        return SwinTransformer.forward(self, image)  # explicit: dy2static rewrites lose super()'s cell
 
     @property
     def out_shape(self) -> List[ShapeSpec]:

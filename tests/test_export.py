@@ -1,0 +1,117 @@
+"""Export once with a dynamic [N, 3, H, W] input; Paddle Inference and onnxruntime match eager at any size."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT, SMALL
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import export  # noqa: E402
+import infer  # noqa: E402
+
+from swin_backbone import SwinClassifier, SwinTransformer  # noqa: E402
+
+SIZES = [(1, 97, 131), (2, 203, 517)]  # two batch sizes, odd heights and widths
+
+
+def exported(model: paddle.nn.Layer, folder: str) -> paddle.nn.Layer:
+    """Export `model` to `folder`; returns an eager twin with the same weights (to_static converts in place)."""
+    twin = type(model)(**model.init_args)
+    twin.set_state_dict(model.state_dict())
+    twin.eval()
+    export.export_static(model, folder)
+    return twin
+
+
+def eager(model, x: np.ndarray):
+    with paddle.no_grad():
+        out = model(paddle.to_tensor(x))
+    return [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    paddle.seed(3)
+    backbone = SwinTransformer(**SMALL, window_size=7)
+    backbone.init_args = dict(SMALL, window_size=7)
+    classifier = SwinClassifier(**SMALL, img_size=224, window_size=7, num_classes=10, ape=True)
+    classifier.init_args = dict(SMALL, img_size=224, window_size=7, num_classes=10, ape=True)
+    return {name: (exported(model, str(root / name)), str(root / name))
+            for name, model in (("backbone", backbone), ("cls", classifier))}
+
+
+@pytest.mark.parametrize("name", ["backbone", "cls"])
+def test_paddle_inference_matches_eager_at_any_size(models, name):
+    twin, folder = models[name]
+    predictor = infer.Predictor(folder)
+    for batch, height, width in SIZES:
+        x = np.random.rand(batch, 3, height, width).astype("float32")
+        got, want = predictor(x), eager(twin, x)
+        assert [g.shape for g in got] == [w.shape for w in want]
+        for g, w in zip(got, want):
+            assert float(np.abs(g - w).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["backbone", "cls"])
+def test_onnx_matches_eager(models, name):
+    import onnxruntime  # the onnx extra: installed by the README test command and .ci/run
+    twin, folder = models[name]
+    path = export.export_onnx(os.path.join(folder, "model"), [(1, 3, 64, 64)])
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch, height, width in SIZES:
+        x = np.random.rand(batch, 3, height, width).astype("float32")
+        for g, w in zip(session.run(None, {"image": x}), eager(twin, x)):
+            assert float(np.abs(g - w).max()) <= 1e-4
+
+
+def test_errors_are_clear(models, tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.pdmodel"):
+        infer.Predictor(str(tmp_path))
+    predictor = infer.Predictor(models["backbone"][1])
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        predictor(np.zeros((3, 64, 64), "float32"))
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        predictor(np.zeros((1, 4, 64, 64), "float32"))
+
+
+def run_tool(name, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=900)
+
+
+def test_cli_classifier_export_and_infer(tmp_path):
+    out = str(tmp_path / "cls")
+    proc = run_tool("export.py", "--task", "cls", "--model", "swin_tiny_patch2_window4_32", "--num-classes", "10",
+                    "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.load(open(os.path.join(out, "export.json")))["inputs"] == ["image"]
+    proc = run_tool("infer.py", "--model-dir", out, "--size", "33x47", "--batch", "3", "--repeats", "1")
+    assert proc.returncode == 0 and "[[3, 10]]" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_segmentation_export_runs_at_non_square_size(tmp_path):
+    out = str(tmp_path / "seg")
+    proc = run_tool("export.py", "--task", "seg", "--config", os.path.join(ROOT, "seg_configs", "upernet_swin_smoke.yml"),
+                    "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    label_map = infer.Predictor(out)(np.random.rand(1, 3, 75, 118).astype("float32"))[0]
+    assert label_map.shape == (1, 75, 118) and label_map.dtype == np.int32
+    assert label_map.min() >= 0 and label_map.max() < 150
+
+
+def test_detection_export_runs_at_odd_size(tmp_path):
+    out = str(tmp_path / "det")
+    proc = run_tool("export.py", "--task", "det", "--config", os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml"),
+                    "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.load(open(os.path.join(out, "export.json")))
+    assert info["inputs"] == ["image", "im_shape", "scale_factor"]
+    bbox, bbox_num, masks = infer.Predictor(info["model_dir"], onednn=False)(
+        np.random.rand(1, 3, 250, 333).astype("float32"))
+    assert bbox.shape[1] == 6 and bbox_num.shape == (1,) and masks.shape[1:] == (250, 333)

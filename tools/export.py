@@ -1,0 +1,161 @@
+"""Export a Swin model for deployment: one static model for every batch size, height and width.
+
+    python tools/export.py --task cls --model swin_tiny_patch4_window7_224 --weights swin_t.pth --output out/cls
+    python tools/export.py --task backbone --model swin_tiny_patch4_window7_224 --weights swin_t.pth --output out/bb
+    python tools/export.py --task seg --config seg_configs/upernet_swin_tiny_ade20k_512x512_160k.yml \
+        --weights output/best_model/model.pdparams --output out/seg
+    python tools/export.py --task det --config det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml \
+        --weights output/mask_rcnn_swin_tiny_fpn_1x_coco/model_final.pdparams --output out/det
+    add --onnx (cls, backbone) to convert with paddle2onnx and check with onnxruntime (pip install .[onnx]).
+
+cls / backbone / seg write OUTPUT/model.pdmodel + model.pdiparams with one input `image` of shape
+[N, 3, H, W] (any N, H, W; float32, normalised as in training) and OUTPUT/export.json describing them.
+Outputs: cls `logits` [N, classes]; backbone four NCHW feature maps (strides 4, 8, 16, 32);
+seg `label_map` int32 [N, H, W] (argmax of the logits at input size).
+det uses PaddleDetection's own exporter: OUTPUT/<config name>/model.pdmodel + infer_cfg.yml, inputs
+`image` [N, 3, H, W], `im_shape` [N, 2] (h, w after resize) and `scale_factor` [N, 2] (resize ratios y, x);
+outputs `bbox` [M, 6] (class, score, x0, y0, x1, y1), `bbox_num` [N] and `mask` [M, H0, W0].
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+from paddle.static import InputSpec  # noqa: E402
+
+from swin_backbone import PRESETS, create_backbone, create_classifier, load_pretrained  # noqa: E402
+
+ONNX_OPSET = 13
+
+
+class SegmentationLabels(paddle.nn.Layer):
+    """[N, 3, H, W] -> int32 [N, H, W] class map (argmax of the model's first logits)."""
+
+    def __init__(self, model: paddle.nn.Layer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: paddle.Tensor) -> paddle.Tensor:
+        return paddle.argmax(self.model(image)[0], axis=1).astype("int32")
+
+
+def build(args: argparse.Namespace) -> paddle.nn.Layer:
+    if args.task in ("cls", "backbone"):
+        overrides = {k: v for k, v in (("window_size", args.window_size),) if v}
+        if args.task == "cls":
+            if args.num_classes:
+                overrides["num_classes"] = args.num_classes
+            if args.img_size:
+                overrides["img_size"] = args.img_size
+            model = create_classifier(args.model, **overrides)
+        else:
+            model = create_backbone(args.model, **overrides)
+        if args.weights:
+            load_pretrained(model, args.weights, strict=args.task == "cls")
+        return model
+    if not args.config:
+        raise SystemExit("--task seg needs --config")
+    import swin_backbone.paddleseg  # noqa: F401
+    from paddleseg.cvlibs import Config, SegBuilder
+    from paddleseg.utils import utils
+
+    model = SegBuilder(Config(args.config, opts=["model.backbone.pretrained=None"])).model
+    if args.weights:
+        utils.load_entire_model(model, args.weights)
+    return SegmentationLabels(model)
+
+
+def export_static(model: paddle.nn.Layer, output: str) -> str:
+    """to_static with a fully dynamic [N, 3, H, W] input, then jit.save; returns the path prefix."""
+    model.eval()
+    static = paddle.jit.to_static(model, input_spec=[InputSpec([None, 3, None, None], "float32", "image")],
+                                  full_graph=True)
+    prefix = os.path.join(output, "model")
+    paddle.jit.save(static, prefix)
+    return prefix
+
+
+def export_onnx(prefix: str, check_shapes: List[tuple]) -> str:
+    """Convert with paddle2onnx and run onnxruntime once per shape; returns the .onnx path."""
+    try:
+        import onnxruntime
+        import paddle2onnx
+    except ImportError as error:
+        raise SystemExit(f"--onnx needs paddle2onnx and onnxruntime (pip install '.[onnx]'): {error}")
+    path = prefix + ".onnx"
+    paddle2onnx.export(prefix + ".pdmodel", prefix + ".pdiparams", path, opset_version=ONNX_OPSET,
+                       enable_onnx_checker=True)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for shape in check_shapes:
+        outputs = session.run(None, {"image": np.random.rand(*shape).astype("float32")})
+        print(f"onnxruntime ran {shape}: outputs {[o.shape for o in outputs]}")
+    return path
+
+
+def export_det(args: argparse.Namespace) -> Dict:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from det_common import load_config
+
+    overrides = {"weights": args.weights} if args.weights else {}
+    cfg = load_config(args.config, overrides)
+    from ppdet.engine import Trainer
+
+    trainer = Trainer(cfg, mode="test")
+    if args.weights:
+        trainer.load_weights(args.weights)
+    # ppdet calls to_static without full_graph; Paddle 2.6 then traces with SOT, whose result has no
+    # main_program for ppdet's exporter. This makes the default the AST (full graph) translator.
+    os.environ["ENABLE_FALL_BACK"] = "False"
+    trainer.export(args.output)
+    folder = os.path.join(args.output, cfg.filename)
+    return {"task": "det", "model_dir": folder, "inputs": ["image", "im_shape", "scale_factor"],
+            "outputs": ["bbox", "bbox_num", "mask"]}
+
+
+def main(argv=None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["cls", "backbone", "seg", "det"], required=True)
+    parser.add_argument("--model", default="swin_tiny_patch4_window7_224", choices=sorted(PRESETS),
+                        help="preset for cls / backbone")
+    parser.add_argument("--config", help="PaddleSeg / PaddleDetection config for seg / det")
+    parser.add_argument("--weights", help=".pdparams, or an authors' .pth for cls / backbone")
+    parser.add_argument("--num-classes", type=int)
+    parser.add_argument("--img-size", type=int)
+    parser.add_argument("--window-size", type=int)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--onnx", action="store_true",
+                        help="cls / backbone: also write model.onnx and check it with onnxruntime")
+    args = parser.parse_args(argv)
+    if args.onnx and args.task not in ("cls", "backbone"):
+        parser.error("--onnx converts the classifier and the backbone (Paddle2ONNX 1.3.1 cannot convert the "
+                     "UperNet head's runtime-sized resizes or the R-CNN heads); use Paddle Inference for seg/det")
+    if args.weights and not os.path.isfile(args.weights):
+        raise SystemExit(f"--weights: no file at {args.weights}")
+    if not args.weights:
+        print("note: no --weights given: exporting randomly initialised weights")
+    os.makedirs(args.output, exist_ok=True)
+    if args.task == "det":
+        info = export_det(args)
+    else:
+        prefix = export_static(build(args), args.output)
+        outputs = {"cls": ["logits"], "backbone": ["stage0", "stage1", "stage2", "stage3"],
+                   "seg": ["label_map"]}[args.task]
+        info = {"task": args.task, "model_dir": args.output, "inputs": ["image"], "input_shape": [None, 3, None, None],
+                "outputs": outputs, "model": args.model if args.task != "seg" else args.config}
+        if args.onnx:
+            info["onnx"] = export_onnx(prefix, [(1, 3, 97, 131), (2, 3, 224, 224)])
+    with open(os.path.join(args.output, "export.json"), "w") as handle:
+        json.dump(info, handle, indent=1)
+    print(f"exported {args.task} to {info['model_dir']}")
+    return info
+
+
+if __name__ == "__main__":
+    main()

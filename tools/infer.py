@@ -1,0 +1,131 @@
+"""Run an exported model (tools/export.py) with Paddle Inference and print timings.
+
+    python tools/infer.py --model-dir out/cls --image cat.jpg            # cls: top-5; seg: writes a class map
+    python tools/infer.py --model-dir out/backbone --size 800x1216 --batch 2 --repeats 10
+    python tools/infer.py --model-dir out/det --size 250x333       # prints the output shapes (bbox, bbox_num, mask)
+    add --gpu to run on GPU 0, --no-onednn to keep CPU kernels plain.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
+
+import numpy as np  # noqa: E402
+
+# oneDNN kernels for the heavy ops only: its elementwise_add fails ("could not reshape a memory
+# descriptor") on the broadcasts of the runtime-shaped window mask.
+ONEDNN_OPS = {"matmul_v2", "matmul", "softmax", "layer_norm", "gelu", "conv2d", "fc"}
+MEAN = np.array([0.485, 0.456, 0.406], "float32")
+STD = np.array([0.229, 0.224, 0.225], "float32")
+
+
+class Predictor:
+    """A Paddle Inference predictor for one exported model directory."""
+
+    def __init__(self, model_dir: str, gpu: bool = False, threads: Optional[int] = None, onednn: bool = True):
+        import paddle
+        import paddle.inference as inference
+
+        # PaddleDetection 2.6's exported post-processing indexes 0-D tensors: Paddle 2.6 needs this flag.
+        paddle.set_flags({"FLAGS_set_to_1d": True})
+        model, params = os.path.join(model_dir, "model.pdmodel"), os.path.join(model_dir, "model.pdiparams")
+        for path in (model, params):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"exported model file missing: {path} (write it with tools/export.py)")
+        config = inference.Config(model, params)
+        config.disable_glog_info()
+        if gpu:
+            config.enable_use_gpu(256, 0)
+        else:
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(threads or len(os.sched_getaffinity(0)))
+            if onednn:
+                config.enable_mkldnn()
+                config.set_mkldnn_op(ONEDNN_OPS)
+            else:
+                config.disable_mkldnn()
+        self.predictor = inference.create_predictor(config)
+
+    def __call__(self, images: np.ndarray) -> List[np.ndarray]:
+        """float32 [N, 3, H, W] -> the model's outputs (detectors also get im_shape and scale_factor 1)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected an input of shape [N, 3, H, W], got {list(images.shape)}")
+        batch, _, height, width = images.shape
+        feeds = {"image": np.ascontiguousarray(images, dtype=np.float32),
+                 "im_shape": np.tile(np.array([[height, width]], "float32"), (batch, 1)),
+                 "scale_factor": np.ones((batch, 2), "float32")}
+        for name in self.predictor.get_input_names():
+            handle = self.predictor.get_input_handle(name)
+            handle.reshape(list(feeds[name].shape))
+            handle.copy_from_cpu(feeds[name])
+        self.predictor.run()
+        return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
+
+
+def load_image(path: str, size: Optional[int]) -> np.ndarray:
+    """An image file -> normalised float32 [1, 3, H, W] (resized to size x size when given)."""
+    import cv2
+
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"--image: cannot read a picture at {path}")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if size:
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return ((image.astype("float32") / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None].copy()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--image", help="a picture (otherwise random input of --size)")
+    parser.add_argument("--size", default="224x224", help="HxW of random input")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--no-onednn", action="store_true")
+    parser.add_argument("--output", help="where seg writes its class map (PNG)")
+    args = parser.parse_args(argv)
+    info_path = os.path.join(args.model_dir, "export.json")
+    info = json.load(open(info_path)) if os.path.isfile(info_path) else {"task": "unknown"}
+    # oneDNN limited to ONEDNN_OPS breaks the R-CNN graph's activation fusions: plain kernels for det.
+    onednn = not args.no_onednn and info["task"] != "det"
+    predictor = Predictor(info.get("model_dir", args.model_dir), args.gpu, args.threads, onednn)
+    if args.image:
+        images = load_image(args.image, None)
+    else:
+        height, width = (int(v) for v in args.size.lower().split("x"))
+        images = np.random.rand(args.batch, 3, height, width).astype("float32")
+    outputs = predictor(images)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        outputs = predictor(images)
+        times.append(time.perf_counter() - start)
+    print(f"{info['task']} {list(images.shape)}: median {1000 * np.median(times):.1f} ms over {args.repeats} runs "
+          f"({'GPU' if args.gpu else 'CPU'}); outputs {[list(o.shape) for o in outputs]}")
+    if info["task"] == "cls":
+        logits = outputs[0][0]
+        probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        for index in np.argsort(-probs)[:5]:
+            print(f"  class {index}: {100 * probs[index]:.2f}%")
+    if info["task"] == "seg" and args.output:
+        import cv2
+
+        cv2.imwrite(args.output, outputs[0][0].astype("uint8"))
+        print(f"class map written to {args.output}")
+    return outputs
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
