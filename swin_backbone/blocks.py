@@ -61,7 +61,9 @@ def pad_to_multiple(x: paddle.Tensor, multiple: int, data_format: str = "NHWC") 
     for axis in (h_axis, h_axis + 1):
         shape = paddle.shape(x)
         amount = (multiple - shape[axis] % multiple) % multiple
-        zeros = paddle.zeros(paddle.stack([amount if i == axis else shape[i] for i in range(4)]), x.dtype)
+        # concat of [1]-shaped pieces, not stack: under FLAGS_set_to_1d (set by the plug-ins) shape[i] is 1-D
+        sizes = [(amount if i == axis else shape[i]).reshape([1]) for i in range(4)]
+        zeros = paddle.zeros(paddle.concat(sizes), x.dtype)
         x = paddle.concat([x, zeros], axis=axis)
     return x
 
@@ -104,8 +106,9 @@ class DropPath(nn.Layer):
             return x
         keep_prob = 1.0 - self.drop_prob
         shape = [x.shape[0]] + [1] * (x.ndim - 1)
-        keep = paddle.floor(keep_prob + paddle.rand(shape, dtype=x.dtype))
-        return x / keep_prob * keep
+        # scale the [B, 1, 1, 1] mask, not x: one pass over the activations instead of two
+        keep = paddle.floor(keep_prob + paddle.rand(shape, dtype=x.dtype)) / keep_prob
+        return x * keep
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"

@@ -134,8 +134,8 @@ def main(argv=None) -> Dict:
                         help="cls / backbone: also write model.onnx and check it with onnxruntime")
     args = parser.parse_args(argv)
     if args.onnx and args.task not in ("cls", "backbone"):
-        parser.error("--onnx converts the classifier and the backbone (Paddle2ONNX 1.3.1 cannot convert the "
-                     "UperNet head's runtime-sized resizes or the R-CNN heads); use Paddle Inference for seg/det")
+        parser.error("--onnx converts the classifier and the backbone (Paddle2ONNX 1.3.1 mis-converts the UperNet "
+                     "head's adaptive pooling at runtime sizes, and the R-CNN heads); use Paddle Inference for seg/det")
     if args.weights and not os.path.isfile(args.weights):
         raise SystemExit(f"--weights: no file at {args.weights}")
     if not args.weights:
