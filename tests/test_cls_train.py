@@ -108,3 +108,27 @@ def test_mix_and_augment_keep_shapes():
         mixed, soft = cls_train.mix_batch(cls_train.normalize(images), targets, rng, mixup, cutmix)
         assert mixed.shape == (10, 3, 32, 32)
         np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tarball, tmp_path):
+    output = str(tmp_path / "run")
+    cls_train.main(["--data", tarball, "--epochs", "3", "--output", output, "--stop-after", "1", *TINY])
+    good = paddle.load(os.path.join(output, "last", "model.pdparams"))
+    with pytest.raises(SystemExit, match="loss diverged .* last good checkpoint is kept"):
+        cls_train.main(["--data", tarball, "--epochs", "3", "--resume", output, *TINY, "--lr", "1e30",
+                        "--clip-grad", "0"])
+    kept = paddle.load(os.path.join(output, "last", "model.pdparams"))
+    for name, value in good.items():
+        np.testing.assert_array_equal(kept[name].numpy(), value.numpy(), err_msg=name)
+    assert "loss diverged" in open(os.path.join(output, "log.txt")).read()
+
+
+def test_distributed_sharding_logic():
+    """What each of 2 ranks sees: training shares are equal and cover every image; evaluation sees each once."""
+    rng_seed = 5
+    shares = [np.concatenate(list(cls_train.batches(11, 4, np.random.default_rng(rng_seed), rank, 2)))
+              for rank in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 6
+    assert set(np.concatenate(shares)) == set(range(11))
+    evaluation = [np.concatenate(list(cls_train.batches(11, 4, None, rank, 2))) for rank in range(2)]
+    assert sorted(np.concatenate(evaluation)) == list(range(11))

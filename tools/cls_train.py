@@ -415,8 +415,13 @@ def train(args: argparse.Namespace) -> float:
             loss_value = float(loss)
             if not math.isfinite(loss_value):
                 last = os.path.join(args.output, "last")
-                raise SystemExit(f"loss diverged ({loss_value}) at epoch {epoch + 1} step {step + 1}; "
-                                 f"the last good checkpoint is kept at {last}. Lower --lr or raise --warmup-epochs.")
+                kept = (f"the last good checkpoint is kept at {last}" if os.path.isdir(last)
+                        else "no checkpoint had been written yet")
+                message = (f"loss diverged ({loss_value}) at epoch {epoch + 1} step {step + 1}; {kept}. "
+                           "Lower --lr or raise --warmup-epochs.")
+                log(message)
+                log.close()
+                raise SystemExit(message)
             if scaler:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
