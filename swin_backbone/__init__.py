@@ -13,3 +13,8 @@ from .presets import (PRESETS, create_backbone, create_classifier, preset_args, 
                       swin_tiny_patch2_window4_32, swin_tiny_patch4_window7_224)
 
 __version__ = "0.1.0"
+__all__ = ["SwinTransformer", "SwinClassifier", "PRESETS", "preset_args", "create_backbone", "create_classifier",
+           "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
+           "swin_base_patch4_window12_384", "swin_large_patch4_window7_224", "swin_large_patch4_window12_384",
+           "swin_tiny_patch2_window4_32", "ConversionReport", "convert_state_dict", "extract_state_dict",
+           "load_pretrained", "read_torch_checkpoint"]

@@ -38,21 +38,15 @@ def _register(registry, component):
 
 
 class SwinBackbone(SwinTransformer):
-    """Our SwinTransformer for PaddleSeg: `feat_channels` lists the channels of the returned features.
-
-    `in_channels` is PaddleSeg's name for `in_chans` (its builder fills it in from the dataset).
+    """Our SwinTransformer for PaddleSeg (same arguments): `feat_channels` lists the channels of the returned
+    features, `pretrained` names an authors' `.pth` or a `.pdparams`, and `in_channels` is PaddleSeg's name
+    for `in_chans` (its builder fills it in from the dataset).
     """
 
-    def __init__(self, pretrain_img_size: int = 224, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96,
-                 depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (3, 6, 12, 24),
-                 window_size: int = 7, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.2, ape: bool = False, patch_norm: bool = True,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, use_checkpoint: bool = False,
-                 pretrained: Optional[str] = None, in_channels: Optional[int] = None):
-        super().__init__(pretrain_img_size, patch_size, in_channels or in_chans, embed_dim, depths, num_heads, window_size,
-                         mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, drop_path_rate, ape,
-                         patch_norm, out_indices, frozen_stages, use_checkpoint)
+    def __init__(self, pretrained: Optional[str] = None, in_channels: Optional[int] = None, **kwargs):
+        if in_channels is not None:
+            kwargs["in_chans"] = in_channels
+        super().__init__(**kwargs)
         self.feat_channels = list(self.out_channels)
         if pretrained:
             load_pretrained(self, pretrained)

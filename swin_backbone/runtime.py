@@ -1,6 +1,7 @@
 """Process-level settings the tools share: CPU threads and the flag PaddleDetection 2.6 needs."""
 import os
-from typing import Optional
+import sys
+from typing import Callable, Optional, Tuple, Type
 
 
 def set_num_threads(threads: Optional[int] = None) -> int:
@@ -15,3 +16,11 @@ def set_num_threads(threads: Optional[int] = None) -> int:
     threads = max(1, int(threads))
     paddle.base.core.set_num_threads(threads)
     return threads
+
+
+def run_tool(main: Callable, user_errors: Tuple[Type[BaseException], ...] = (FileNotFoundError,)) -> None:
+    """Run a command-line tool's main(); a user error (e.g. a missing file) ends with one line, no traceback."""
+    try:
+        main()
+    except user_errors as error:
+        sys.exit(f"error: {error}")

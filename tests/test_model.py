@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 from conftest import ROOT, SMALL
-from swin_backbone import (SwinClassifier, SwinTransformer, create_backbone, create_classifier,
+from swin_backbone import (SwinTransformer, create_backbone, create_classifier,
                            swin_tiny_patch2_window4_32)
 from swin_backbone import rows
 from swin_backbone.blocks import shifted_window_mask, window_partition, window_reverse

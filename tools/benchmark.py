@@ -19,6 +19,9 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+# The memory workers get the environment as it was before paddle, paddledet and paddleseg changed it.
+CLEAN_ENV = dict(os.environ)
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
@@ -91,14 +94,15 @@ def check_agreement(contenders: Dict[str, Callable]) -> Dict[str, float]:
 
 
 def time_interleaved(contenders: Dict[str, Callable], make_step: Callable, repeats: int, warmup: int,
-                     threads: int) -> Dict[str, Optional[float]]:
-    """Median seconds per step of each contender (None where it crashes), interleaving the repeats."""
+                     threads: Dict[str, int]) -> Dict[str, Optional[float]]:
+    """Median seconds per step of each contender (None where it crashes), interleaving the repeats;
+    `threads` gives each contender its CPU threads."""
     steps, times = {}, {}
     for name, run in contenders.items():
         steps[name] = make_step(run)
         times[name] = []
         try:
-            set_num_threads(threads)
+            set_num_threads(threads[name])
             for _ in range(warmup):
                 steps[name]()
         except Exception as error:
@@ -108,7 +112,7 @@ def time_interleaved(contenders: Dict[str, Callable], make_step: Callable, repea
         for name, step in steps.items():
             if step is None:
                 continue
-            set_num_threads(threads)
+            set_num_threads(threads[name])
             synchronize()
             start = time.perf_counter()
             step()
@@ -175,7 +179,7 @@ def measure_memory(threads: int, size: int) -> Dict[str, dict]:
     for label, flag in (("without", False), ("with", True)):
         command = [sys.executable, os.path.abspath(__file__), "--memory-worker", str(int(flag)),
                    "--memory-size", str(size), "--threads", str(threads)]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        output = subprocess.run(command, capture_output=True, text=True, check=True, env=CLEAN_ENV).stdout
         results[label] = json.loads(output.strip().splitlines()[-1])
     return results
 
@@ -234,7 +238,7 @@ def main(argv=None) -> dict:
     print(header)
     for kind, shape in rows:
         make = inference_step(shape) if kind == "infer" else training_step(shape)
-        times = time_interleaved(contenders, make, repeats, args.warmup, threads)
+        times = time_interleaved(contenders, make, repeats, args.warmup, {name: threads for name in contenders})
         batch, height, width = shape
         work = ours_model.flops(height, width) * batch * (3 if kind == "train" else 1)
         gflops = work / times["ours"] / 1e9 if times["ours"] else 0.0
@@ -248,6 +252,15 @@ def main(argv=None) -> dict:
         print(line, flush=True)
         results["rows"].append({"row": label, "seconds": times, "ratio_peer_over_ours": ratios,
                                 "ours_gflops_per_s": gflops})
+    # Out of the box: Paddle runs CPU kernels on one thread unless told otherwise; our tools use every core.
+    if not paddle.is_compiled_with_cuda() and threads > 1:
+        defaults = {name: (threads if name == "ours" else 1) for name in contenders}
+        times = time_interleaved(contenders, inference_step(INFER_ROWS[0]), repeats, args.warmup, defaults)
+        ratios = {p: times[p] / times["ours"] for p in peers if times[p] and times["ours"]}
+        print("out of the box (peers on Paddle's default 1 thread, ours on all cores), infer 8x3x224x224: "
+              + ", ".join(f"{n} {fmt(t)} s" for n, t in times.items())
+              + "; ratios " + ", ".join(f"{p} {r:.2f}" for p, r in ratios.items()))
+        results["out_of_the_box"] = {"seconds": times, "ratio_peer_over_ours": ratios}
     memory = measure_memory(threads, args.memory_size)
     ratio = memory["with"]["step_mb"] / memory["without"]["step_mb"]
     slow = memory["with"]["seconds"] / memory["without"]["seconds"]

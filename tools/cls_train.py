@@ -32,7 +32,7 @@ import paddle.distributed as dist  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 
 from swin_backbone import PRESETS, create_classifier, load_pretrained  # noqa: E402
-from swin_backbone.runtime import set_num_threads  # noqa: E402
+from swin_backbone.runtime import run_tool, set_num_threads  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = np.array([0.4914, 0.4822, 0.4465], "float32")
@@ -553,7 +553,4 @@ def main(argv: Optional[Sequence[str]] = None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    run_tool(main)

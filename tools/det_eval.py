@@ -2,9 +2,9 @@
 
     python tools/det_eval.py -c det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml -o weights=output/.../model_final
 """
-import sys
 
 from det_common import arg_parser, check_coco, load_config, prepare
+from swin_backbone.runtime import run_tool
 
 
 def main(argv=None):
@@ -22,7 +22,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    run_tool(main)

@@ -3,9 +3,9 @@
     python tools/det_infer.py -c det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml -o weights=... \
         --image demo.jpg | --dir pictures/  [--output_dir output/infer] [--draw_threshold 0.5]
 """
-import sys
 
 from det_common import arg_parser, check_coco, image_list, load_config, prepare
+from swin_backbone.runtime import run_tool
 
 
 def main(argv=None):
@@ -29,7 +29,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    run_tool(main)

@@ -4,9 +4,9 @@
         [-o pretrain_weights=swin_tiny_patch4_window7_224.pth TrainDataset.dataset_dir=/data/coco ...]
     python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/det_train.py -c ...   # multi-GPU
 """
-import sys
 
 from det_common import arg_parser, check_coco, load_config, load_pretrain, prepare
+from swin_backbone.runtime import run_tool
 
 
 def main(argv=None):
@@ -30,7 +30,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    run_tool(main)

@@ -18,6 +18,8 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 
 import numpy as np  # noqa: E402
 
+from swin_backbone.runtime import run_tool  # noqa: E402
+
 # oneDNN kernels for the heavy ops only: its elementwise_add fails ("could not reshape a memory
 # descriptor") on the broadcasts of the runtime-shaped window mask.
 ONEDNN_OPS = {"matmul_v2", "matmul", "softmax", "layer_norm", "gelu", "conv2d", "fc"}
@@ -125,7 +127,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    run_tool(main, (FileNotFoundError, ValueError))

@@ -4,9 +4,9 @@
         --model_path output/best_model/model.pdparams [--aug_eval --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip_horizontal]
 """
 import os
-import sys
 
 from seg_common import arg_parser, check_ade20k, setup
+from swin_backbone.runtime import run_tool
 
 
 def main(argv=None):
@@ -31,7 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    run_tool(main)

@@ -4,9 +4,9 @@
         --model_path output/best_model/model.pdparams --image_path demo.jpg|pictures/ --save_dir output/predict
 """
 import os
-import sys
 
 from seg_common import arg_parser, setup
+from swin_backbone.runtime import run_tool
 
 
 def main(argv=None):
@@ -36,7 +36,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    run_tool(main)

@@ -5,9 +5,9 @@
         [--opts train_dataset.dataset_root=/data/ADEChallengeData2016 val_dataset.dataset_root=...]
     python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/seg_train.py --config ... --precision fp16
 """
-import sys
 
 from seg_common import arg_parser, check_ade20k, setup
+from swin_backbone.runtime import run_tool
 
 
 def main(argv=None):
@@ -38,7 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    run_tool(main)
