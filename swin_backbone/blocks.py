@@ -158,9 +158,6 @@ class WindowAttention(nn.Layer):
             "relative_position_index",
             paddle.to_tensor(relative_position_index(window_size).ravel()), persistable=False)
         self.qkv = nn.Linear(dim, dim * 3, bias_attr=None if qkv_bias else False)
-        # q's scale folded into the qkv projection (eager path): saves a pass over q.
-        self.register_buffer("qkv_scale", paddle.to_tensor(
-            np.repeat(np.array([self.scale, 1.0, 1.0], "float32"), dim)), persistable=False)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -172,18 +169,12 @@ class WindowAttention(nn.Layer):
         return bias.reshape([n, n, self.num_heads]).transpose([2, 0, 1])
 
     def split_heads(self, x: paddle.Tensor) -> paddle.Tensor:
-        """[B_, N, C] -> [3, B_, nH, N, hd] queries (already scaled), keys and values."""
+        """[B_, N, C] -> [3, B_, nH, N, hd] queries, keys and values."""
         windows, n, channels = x.shape
         head_dim = channels // self.num_heads
         if not rows.use_gathers():
-            qkv = self.qkv(x).reshape([-1, n, 3, self.num_heads, head_dim]).transpose([2, 0, 3, 1, 4])
-            return paddle.concat([qkv[:1] * self.scale, qkv[1:]])
-        weight = self.qkv.weight * self.qkv_scale
-        flat = x.reshape([-1, channels])
-        if self.qkv.bias is None:
-            qkv = paddle.matmul(flat, weight)
-        else:
-            qkv = paddle.addmm(self.qkv.bias * self.qkv_scale, flat, weight)
+            return self.qkv(x).reshape([-1, n, 3, self.num_heads, head_dim]).transpose([2, 0, 3, 1, 4])
+        qkv = rows.dense(x.reshape([-1, channels]), self.qkv)
         order = rows.index(rows.head_split_index, windows, n, self.num_heads)
         return paddle.gather(qkv.reshape([-1, head_dim]), order).reshape([3, windows, self.num_heads, n, head_dim])
 
@@ -199,7 +190,7 @@ class WindowAttention(nn.Layer):
         """[B * nW, N, C] -> [B * nW, N, C]; mask is [nW, N, N] or None."""
         n = x.shape[1]
         q, k, v = paddle.unbind(self.split_heads(x))  # unbind: its gradient is one stack, not 3 padded copies
-        attn = paddle.matmul(q, k, transpose_y=True)
+        attn = paddle.matmul(q * self.scale, k, transpose_y=True)
         bias = self.relative_position_bias()
         if mask is None:
             attn = attn + bias.unsqueeze(0)
