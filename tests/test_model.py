@@ -51,6 +51,14 @@ def test_backbone_any_size(height, width, window_size):
         h, w = -(-h // 2), -(-w // 2)
 
 
+def test_backbone_at_2048():
+    model = SwinTransformer(**SMALL, window_size=7)
+    model.eval()
+    with paddle.no_grad():
+        outs = model(paddle.randn([1, 3, 2048, 2047]))
+    assert [o.shape[2:] for o in outs] == [[512, 512], [256, 256], [128, 128], [64, 64]]
+
+
 def test_gradients_flow_at_odd_size():
     model = SwinTransformer(**SMALL, window_size=7, drop_path_rate=0.1)
     x = paddle.randn([2, 3, 45, 61])

@@ -59,6 +59,19 @@ def test_upernet_swin_tiny_size_and_shapes():
     assert main.shape == aux.shape == [1, 150, 96, 128]
 
 
+def test_backbone_pretrained_takes_authors_pth(tmp_path):
+    from test_convert import authors_layout
+    from torch_format import save_torch_zip
+
+    source = seg_plugin.SwinBackbone(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
+    path = str(tmp_path / "backbone.pth")
+    save_torch_zip({"model": authors_layout(source)}, path)
+    loaded = seg_plugin.SwinBackbone(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), pretrained=path)
+    np.testing.assert_array_equal(loaded.layers[1].blocks[0].mlp.fc1.weight.numpy(),
+                                  source.layers[1].blocks[0].mlp.fc1.weight.numpy())
+    assert loaded.feat_channels == [16, 32, 64, 128]
+
+
 def test_calculate_area_matches_counting():
     rng = np.random.default_rng(0)
     pred = rng.integers(0, 5, (2, 1, 9, 7))
