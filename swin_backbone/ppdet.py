@@ -2,9 +2,8 @@
 
 PaddleDetection already registers a `SwinTransformer` of its own, so ours is registered as `SwinBackbone`.
 """
-from typing import Dict, List, Optional, Sequence
-
 import sys
+from typing import Dict, List, Optional, Sequence
 
 import paddle
 

@@ -1,7 +1,12 @@
-"""Process-level settings the tools share: CPU threads and the flag PaddleDetection 2.6 needs."""
+"""What the command-line tools share: CPU threads and how user errors end a run."""
 import os
 import sys
 from typing import Callable, Optional, Tuple, Type
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def set_num_threads(threads: Optional[int] = None) -> int:
@@ -11,9 +16,7 @@ def set_num_threads(threads: Optional[int] = None) -> int:
     """
     import paddle
 
-    if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, int(threads))
+    threads = max(1, int(threads or available_cores()))
     paddle.base.core.set_num_threads(threads)
     return threads
 

@@ -18,7 +18,7 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 
 import numpy as np  # noqa: E402
 
-from swin_backbone.runtime import run_tool  # noqa: E402
+from swin_backbone.runtime import available_cores, run_tool  # noqa: E402
 
 # oneDNN kernels for the heavy ops only: its elementwise_add fails ("could not reshape a memory
 # descriptor") on the broadcasts of the runtime-shaped window mask.
@@ -46,7 +46,7 @@ class Predictor:
             config.enable_use_gpu(256, 0)
         else:
             config.disable_gpu()
-            config.set_cpu_math_library_num_threads(threads or len(os.sched_getaffinity(0)))
+            config.set_cpu_math_library_num_threads(threads or available_cores())
             if onednn:
                 config.enable_mkldnn()
                 config.set_mkldnn_op(ONEDNN_OPS)
