@@ -8,7 +8,6 @@ Two equivalent ways to move tokens: in eager mode, row gathers with cached index
 (`rows.py`), because Paddle's strided copies behind transpose/roll are slow on CPU; in
 static graphs (export), plain pad/roll/reshape/transpose, which export cleanly.
 """
-from functools import lru_cache
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -175,7 +174,7 @@ class WindowAttention(nn.Layer):
         if not rows.use_gathers():
             return self.qkv(x).reshape([-1, n, 3, self.num_heads, head_dim]).transpose([2, 0, 3, 1, 4])
         qkv = rows.dense(x.reshape([-1, channels]), self.qkv)
-        order = rows.index(rows.head_split_index, windows, n, self.num_heads)
+        order = rows.cached(rows.head_split_index, windows, n, self.num_heads)
         return paddle.gather(qkv.reshape([-1, head_dim]), order).reshape([3, windows, self.num_heads, n, head_dim])
 
     def merge_heads(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -183,7 +182,7 @@ class WindowAttention(nn.Layer):
         windows, heads, n, head_dim = x.shape
         if not rows.use_gathers():
             return x.transpose([0, 2, 1, 3]).reshape([-1, n, heads * head_dim])
-        order = rows.index(rows.head_merge_index, windows, n, heads)
+        order = rows.cached(rows.head_merge_index, windows, n, heads)
         return paddle.gather(x.reshape([-1, head_dim]), order).reshape([windows, n, heads * head_dim])
 
     def forward(self, x: paddle.Tensor, mask: Optional[paddle.Tensor] = None) -> paddle.Tensor:
@@ -231,9 +230,9 @@ class SwinBlock(nn.Layer):
             return self._window_attention_portable(x, mask)
         args = (batch, height, width, self.window_size, self.shift_size)
         padded = height % self.window_size != 0 or width % self.window_size != 0
-        windows = rows.gather(x.reshape([-1, channels]), rows.index(rows.window_gather_index, *args), padded)
+        windows = rows.gather(x.reshape([-1, channels]), rows.cached(rows.window_gather_index, *args), padded)
         windows = self.attn(windows.reshape([-1, self.window_size ** 2, channels]), mask)
-        out = paddle.gather(windows.reshape([-1, channels]), rows.index(rows.window_scatter_index, *args))
+        out = paddle.gather(windows.reshape([-1, channels]), rows.cached(rows.window_scatter_index, *args))
         return out.reshape([batch, height, width, channels])
 
     def _window_attention_portable(self, x: paddle.Tensor, mask: Optional[paddle.Tensor]) -> paddle.Tensor:
@@ -270,7 +269,7 @@ class PatchMerging(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         batch, height, width, channels = dims(x)
         if rows.use_gathers():
-            order = rows.index(rows.merge_index, batch, height, width)
+            order = rows.cached(rows.merge_index, batch, height, width)
             x = rows.gather(x.reshape([-1, channels]), order, height % 2 != 0 or width % 2 != 0)
             x = x.reshape([batch, (height + 1) // 2, (width + 1) // 2, 4 * channels])
         else:  # reshape/transpose rather than strided slices, which Paddle2ONNX mis-sizes on odd inputs
@@ -309,7 +308,7 @@ class SwinStage(nn.Layer):
         ws = self.window_size
         padded_h, padded_w = (height + ws - 1) // ws * ws, (width + ws - 1) // ws * ws
         if rows.use_gathers():
-            return _cached_mask(padded_h, padded_w, ws, self.shift_size, str(paddle.get_device()))
+            return rows.cached(shifted_window_mask, padded_h, padded_w, ws, self.shift_size)
         return shifted_window_mask(padded_h, padded_w, ws, self.shift_size)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -321,11 +320,6 @@ class SwinStage(nn.Layer):
             else:
                 x = block(x, mask)
         return x
-
-
-@lru_cache(maxsize=64)
-def _cached_mask(height: int, width: int, window_size: int, shift_size: int, place: str) -> paddle.Tensor:
-    return shifted_window_mask(height, width, window_size, shift_size)
 
 
 def recompute(layer: nn.Layer, *args: paddle.Tensor) -> paddle.Tensor:

@@ -9,6 +9,10 @@ from .blocks import dims, PatchEmbed, SwinStage, stage_dims, trunc_normal_, zero
 from .rows import channels_first
 
 
+# Substrings of parameter names the authors exclude from weight decay (besides norms and biases, which are 1-D).
+NO_WEIGHT_DECAY_KEYWORDS = ("absolute_pos_embed", "relative_position_bias_table")
+
+
 def _pair(value) -> Tuple[int, int]:
     return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
@@ -54,7 +58,7 @@ class SwinTrunk(nn.Layer):
 
     def no_weight_decay_keywords(self) -> List[str]:
         """Substrings of parameter names the authors exclude from weight decay (norms are 1-D)."""
-        return ["absolute_pos_embed", "relative_position_bias_table"]
+        return list(NO_WEIGHT_DECAY_KEYWORDS)
 
     def embed(self, x: paddle.Tensor) -> paddle.Tensor:
         """[B, C_in, H, W] -> [B, ceil(H/p), ceil(W/p), D] tokens, position embedding added."""

@@ -95,11 +95,12 @@ def merge_index(batch: int, height: int, width: int) -> np.ndarray:
 
 @lru_cache(maxsize=512)
 def _cached_tensor(builder, args: tuple, place: str) -> paddle.Tensor:
-    return paddle.to_tensor(builder(*args))
+    built = builder(*args)
+    return built if isinstance(built, paddle.Tensor) else paddle.to_tensor(built)
 
 
-def index(builder, *args: int) -> paddle.Tensor:
-    """The index map `builder(*args)` as a tensor on the current device, built once per shape."""
+def cached(builder, *args: int) -> paddle.Tensor:
+    """`builder(*args)` (an index map, a mask) as a tensor on the current device, built once per shape."""
     return _cached_tensor(builder, args, str(paddle.get_device()))
 
 

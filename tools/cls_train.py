@@ -32,6 +32,7 @@ import paddle.distributed as dist  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 
 from swin_backbone import PRESETS, create_classifier, load_pretrained  # noqa: E402
+from swin_backbone.model import NO_WEIGHT_DECAY_KEYWORDS  # noqa: E402
 from swin_backbone.runtime import run_tool, set_num_threads  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -216,7 +217,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float =
 
 def no_decay(name: str, param: paddle.Tensor) -> bool:
     """The authors' exclusions from weight decay: biases, norms (all 1-D), bias tables, position embedding."""
-    return param.ndim <= 1 or "relative_position_bias_table" in name or "absolute_pos_embed" in name
+    return param.ndim <= 1 or any(keyword in name for keyword in NO_WEIGHT_DECAY_KEYWORDS)
 
 
 def build_optimizer(model: paddle.nn.Layer, args: argparse.Namespace, scheduler) -> paddle.optimizer.Optimizer:
