@@ -1,5 +1,5 @@
 """Named Swin architectures (the authors' released models) as tables of constructor arguments."""
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from .model import SwinClassifier, SwinTransformer
 
@@ -37,6 +37,22 @@ def create_backbone(name: str, **overrides: Any) -> SwinTransformer:
     args = preset_args(name)
     args["pretrain_img_size"] = args.pop("img_size")
     return SwinTransformer(**{**args, **overrides})
+
+
+def create_model(name: str, backbone: bool = False, window_size: Optional[int] = None,
+                 img_size: Optional[int] = None, num_classes: Optional[int] = None):
+    """A preset's classifier, or with backbone=True its multi-scale backbone, with the tools' usual overrides
+    (None keeps the preset's value; the backbone has no classes)."""
+    overrides: Dict[str, Any] = {"window_size": window_size} if window_size else {}
+    if backbone:
+        if img_size:
+            overrides["pretrain_img_size"] = img_size
+        return create_backbone(name, **overrides)
+    if img_size:
+        overrides["img_size"] = img_size
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    return create_classifier(name, **overrides)
 
 
 def _builder(name: str):

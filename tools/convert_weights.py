@@ -13,8 +13,9 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 
 import paddle  # noqa: E402
 
-from swin_backbone import PRESETS, convert_state_dict, create_backbone, create_classifier  # noqa: E402
+from swin_backbone import PRESETS, convert_state_dict  # noqa: E402
 from swin_backbone.convert import CheckpointKeyError, load_state_file  # noqa: E402
+from swin_backbone.presets import create_model  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,17 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    overrides = {"window_size": args.window_size} if args.window_size else {}
-    if args.backbone:
-        if args.img_size:
-            overrides["pretrain_img_size"] = args.img_size
-        model = create_backbone(args.model, **overrides)
-    else:
-        if args.img_size:
-            overrides["img_size"] = args.img_size
-        if args.num_classes is not None:
-            overrides["num_classes"] = args.num_classes
-        model = create_classifier(args.model, **overrides)
+    model = create_model(args.model, args.backbone, args.window_size, args.img_size, args.num_classes)
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     weights, report = convert_state_dict(load_state_file(args.input), target)
     print(report.summary())

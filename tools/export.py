@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 from paddle.static import InputSpec  # noqa: E402
 
-from swin_backbone import PRESETS, create_backbone, create_classifier, load_pretrained  # noqa: E402
+from swin_backbone import PRESETS, load_pretrained  # noqa: E402
+from swin_backbone.presets import create_model  # noqa: E402
 
 ONNX_OPSET = 13
 
@@ -48,15 +49,7 @@ class SegmentationLabels(paddle.nn.Layer):
 
 def build(args: argparse.Namespace) -> paddle.nn.Layer:
     if args.task in ("cls", "backbone"):
-        overrides = {k: v for k, v in (("window_size", args.window_size),) if v}
-        if args.task == "cls":
-            if args.num_classes:
-                overrides["num_classes"] = args.num_classes
-            if args.img_size:
-                overrides["img_size"] = args.img_size
-            model = create_classifier(args.model, **overrides)
-        else:
-            model = create_backbone(args.model, **overrides)
+        model = create_model(args.model, args.task == "backbone", args.window_size, args.img_size, args.num_classes)
         if args.weights:
             load_pretrained(model, args.weights, strict=args.task == "cls")
         return model
