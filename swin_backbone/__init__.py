@@ -4,6 +4,7 @@
 PaddleDetection / PaddleSeg; this package itself needs only Paddle.
 """
 from . import _load_order  # noqa: F401  (must run before paddle is imported)
+from . import _cpu_tuning  # noqa: F401  (must run before Paddle's first matmul)
 from .convert import (ConversionReport, convert_state_dict, extract_state_dict, load_pretrained,
                       read_torch_checkpoint)
 from .model import SwinClassifier, SwinTransformer

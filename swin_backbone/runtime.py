@@ -21,6 +21,13 @@ def set_num_threads(threads: Optional[int] = None) -> int:
     return threads
 
 
+def cpu_tuning() -> dict:
+    """The process-wide CPU settings applied when swin_backbone was imported (see _cpu_tuning.py)."""
+    from . import _cpu_tuning
+
+    return dict(_cpu_tuning.applied)
+
+
 def run_tool(main: Callable, user_errors: Tuple[Type[BaseException], ...] = (FileNotFoundError,)) -> None:
     """Run a command-line tool's main(); a user error (e.g. a missing file) ends with one line, no traceback."""
     try:
