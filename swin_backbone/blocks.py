@@ -190,14 +190,15 @@ class WindowAttention(nn.Layer):
         n = x.shape[1]
         q, k, v = paddle.unbind(self.split_heads(x))  # unbind: its gradient is one stack, not 3 padded copies
         attn = paddle.matmul(q * self.scale, k, transpose_y=True)
+        # Biases are added with only leading dims to broadcast over (no size-1 axes): Paddle's CPU add then
+        # takes its row-wise path, ~8x faster than its general broadcast.
         bias = self.relative_position_bias()
         if mask is None:
-            attn = attn + bias.unsqueeze(0)
+            attn = attn + bias
         else:  # bias and mask summed first: one pass over the attention map instead of two
             num_windows = dims(mask)[0]
-            bias = bias.unsqueeze(0) + mask.unsqueeze(1)
-            attn = (attn.reshape([-1, num_windows, self.num_heads, n, n]) + bias.unsqueeze(0))
-            attn = attn.reshape([-1, self.num_heads, n, n])
+            bias = mask.unsqueeze(1).tile([1, self.num_heads, 1, 1]) + bias
+            attn = (attn.reshape([-1, num_windows, self.num_heads, n, n]) + bias).reshape([-1, self.num_heads, n, n])
         attn = self.attn_drop(F.softmax(attn, axis=-1))
         return self.proj_drop(rows.dense(self.merge_heads(paddle.matmul(attn, v)), self.proj))
 
