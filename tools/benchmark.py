@@ -8,12 +8,15 @@ backward) at 2x3x224x224, timed interleaved (each repeat runs every contender on
 the table shows medians and peer/ours ratios. Then peak memory of a Swin-T training step at
 2x3x512x512 with and without use_checkpoint (peak of Paddle's allocator during the step, in a fresh
 subprocess; CPU host or GPU device memory), and the training throughput of the CIFAR recipe's default model.
+
+Importing swin_backbone applies two process-wide CPU settings (swin_backbone/_cpu_tuning.py), so every
+contender in this process runs with them; the "out of the box" row times the peers in a fresh process
+without them, on Paddle's default threads, as their users run them.
 """
 import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -30,7 +33,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from swin_backbone import create_backbone, create_classifier  # noqa: E402
-from swin_backbone.runtime import set_num_threads  # noqa: E402
+from swin_backbone.runtime import cpu_tuning, set_num_threads  # noqa: E402
 
 INFER_ROWS = [(8, 224, 224), (1, 512, 512), (1, 800, 1216)]
 TRAIN_ROW = (2, 224, 224)
@@ -94,15 +97,16 @@ def check_agreement(contenders: Dict[str, Callable]) -> Dict[str, float]:
 
 
 def time_interleaved(contenders: Dict[str, Callable], make_step: Callable, repeats: int, warmup: int,
-                     threads: Dict[str, int]) -> Dict[str, Optional[float]]:
+                     threads: Dict[str, Optional[int]]) -> Dict[str, Optional[float]]:
     """Median seconds per step of each contender (None where it crashes), interleaving the repeats;
-    `threads` gives each contender its CPU threads."""
+    `threads` gives each contender its CPU threads (None: leave Paddle's setting)."""
     steps, times = {}, {}
     for name, run in contenders.items():
         steps[name] = make_step(run)
         times[name] = []
         try:
-            set_num_threads(threads[name])
+            if threads[name]:
+                set_num_threads(threads[name])
             for _ in range(warmup):
                 steps[name]()
         except Exception as error:
@@ -112,7 +116,8 @@ def time_interleaved(contenders: Dict[str, Callable], make_step: Callable, repea
         for name, step in steps.items():
             if step is None:
                 continue
-            set_num_threads(threads[name])
+            if threads[name]:
+                set_num_threads(threads[name])
             synchronize()
             start = time.perf_counter()
             step()
@@ -151,7 +156,8 @@ def memory_worker(use_checkpoint: bool, size: int) -> None:
     """Subprocess body: one Swin-T training step at 2x3xSxS; prints JSON with its peak memory and time.
 
     step_mb is the peak of Paddle's own allocator during the step above what was allocated before it
-    (deterministic, unlike RSS, which the OS's page handling makes vary by hundreds of MB from run to run).
+    (deterministic); step_rss_mb the growth of the process's peak resident memory over its resident size
+    before the step (VmHWM: unlike ru_maxrss it starts afresh at exec, so the parent's size does not leak in).
     """
     model = create_backbone("swin_tiny_patch4_window7_224", use_checkpoint=use_checkpoint)
     model.train()
@@ -163,14 +169,33 @@ def memory_worker(use_checkpoint: bool, size: int) -> None:
     def stat(kind: str) -> int:
         return getattr(core, f"{place}_memory_stat_{kind}_value")("Allocated", 0)
 
-    before = stat("current")
-    start = time.perf_counter()
-    sum(o.mean() for o in model(x)).backward()
-    synchronize()
-    elapsed = time.perf_counter() - start
+    def step() -> float:
+        start = time.perf_counter()
+        sum(o.mean() for o in model(x)).backward()
+        model.clear_gradients()
+        synchronize()
+        return time.perf_counter() - start
+
+    before, rss_before = stat("current"), resident_mb("VmRSS")
+    step()  # the first step: its allocator peak is the memory figure; later steps give the time, warm
     peak = stat("peak")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"step_mb": (peak - before) / 2 ** 20, "peak_rss_mb": rss, "seconds": elapsed}))
+    seconds = float(np.median([step() for _ in range(2)]))
+    rss_peak = resident_mb("VmHWM")
+    step_rss = rss_peak - rss_before if rss_peak and rss_before else None
+    print(json.dumps({"step_mb": (peak - before) / 2 ** 20, "step_rss_mb": step_rss, "peak_rss_mb": rss_peak,
+                      "seconds": seconds}))
+
+
+def resident_mb(field: str = "VmHWM") -> Optional[float]:
+    """This process's peak (VmHWM) or current (VmRSS) resident memory in MB; None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def measure_memory(threads: int, size: int) -> Dict[str, dict]:
@@ -181,6 +206,24 @@ def measure_memory(threads: int, size: int) -> Dict[str, dict]:
         output = subprocess.run(command, capture_output=True, text=True, check=True, env=CLEAN_ENV).stdout
         results[label] = json.loads(output.strip().splitlines()[-1])
     return results
+
+
+def peers_out_of_the_box_worker(repeats: int, warmup: int) -> None:
+    """Subprocess body: the peers as their users run them (no swin_backbone CPU tuning, Paddle's default
+    threads), inference at the first row's shape; prints JSON {peer: median seconds}."""
+    contenders = build_contenders()
+    del contenders["ours"]
+    times = time_interleaved(contenders, inference_step(INFER_ROWS[0]), repeats, warmup,
+                             {name: None for name in contenders})
+    print(json.dumps(times))
+
+
+def peers_out_of_the_box(repeats: int, warmup: int) -> Dict[str, Optional[float]]:
+    env = dict(CLEAN_ENV, SWIN_PADDLE_CPU_TUNING="0")
+    command = [sys.executable, os.path.abspath(__file__), "--peers-default-worker",
+               "--repeats", str(repeats), "--warmup", str(warmup)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def cls_throughput(threads: int, batch: int, repeats: int) -> float:
@@ -240,7 +283,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the 800x1216 row")
     parser.add_argument("--memory-size", type=int, default=512)
     parser.add_argument("--memory-worker", type=int, choices=[0, 1], help=argparse.SUPPRESS)
+    parser.add_argument("--peers-default-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.peers_default_worker:
+        peers_out_of_the_box_worker(args.repeats, args.warmup)
+        return {}
     threads = set_num_threads(args.threads)
     if args.memory_worker is not None:
         memory_worker(bool(args.memory_worker), args.memory_size)
@@ -250,12 +297,16 @@ def main(argv=None) -> dict:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}"
     print(f"Swin-T backbone benchmark: paddle {paddle.__version__}, {machine}, {threads} threads, "
           f"{repeats} repeats (median)")
+    tuning = cpu_tuning()
+    print(f"process-wide CPU settings (swin_backbone/_cpu_tuning.py; apply to every contender in this process): "
+          f"MKL_DEBUG_CPU_TYPE={tuning['mkl_cpu_type']}, malloc keeps large blocks: {tuning['malloc']}")
     contenders = build_contenders()
     for name, diff in check_agreement(contenders).items():
         print(f"  {name} output agrees with ours: max abs diff {diff:.2e}")
     ours_model = contenders["ours"].model
     rows = [("infer", shape) for shape in INFER_ROWS[:2 if args.quick else 3]] + [("train", TRAIN_ROW)]
-    results = {"paddle": paddle.__version__, "machine": machine, "threads": threads, "rows": []}
+    results = {"paddle": paddle.__version__, "machine": machine, "threads": threads, "cpu_tuning": tuning,
+               "rows": []}
     peers = [n for n in contenders if n != "ours"]
     header = f"{'row':<22}{'ours s':>9}{'GFLOP/s':>9}" + "".join(f"{p + ' s':>13}{'x':>7}" for p in peers)
     print(header)
@@ -275,13 +326,13 @@ def main(argv=None) -> dict:
         print(line, flush=True)
         results["rows"].append({"row": label, "seconds": times, "ratio_peer_over_ours": ratios,
                                 "ours_gflops_per_s": gflops})
-    # Out of the box: Paddle runs CPU kernels on one thread unless told otherwise; our tools use every core.
-    if not paddle.is_compiled_with_cuda() and threads > 1:
-        defaults = {name: (threads if name == "ours" else 1) for name in contenders}
-        times = time_interleaved(contenders, inference_step(INFER_ROWS[0]), repeats, args.warmup, defaults)
-        ratios = {p: times[p] / times["ours"] for p in peers if times[p] and times["ours"]}
-        print("out of the box (peers on Paddle's default 1 thread, ours on all cores), infer 8x3x224x224: "
-              + ", ".join(f"{n} {fmt(t)} s" for n, t in times.items())
+    # Out of the box: what a PaddleDetection/PaddleSeg user gets today (Paddle's default single thread and
+    # none of swin_backbone's process-wide CPU settings, so in a fresh process) against ours as shipped.
+    if not paddle.is_compiled_with_cuda():
+        times = dict(peers_out_of_the_box(repeats, args.warmup), ours=results["rows"][0]["seconds"]["ours"])
+        ratios = {p: times[p] / times["ours"] for p in peers if times.get(p) and times["ours"]}
+        print("out of the box (peers in a fresh process: Paddle's default threads, no swin_backbone CPU tuning; "
+              "ours as above), infer 8x3x224x224: " + ", ".join(f"{n} {fmt(t)} s" for n, t in times.items())
               + "; ratios " + ", ".join(f"{p} {r:.2f}" for p, r in ratios.items()))
         results["out_of_the_box"] = {"seconds": times, "ratio_peer_over_ours": ratios}
     # The deployment path: the same weights exported (tools/export.py) and run by Paddle Inference.
@@ -294,10 +345,14 @@ def main(argv=None) -> dict:
     memory = measure_memory(threads, args.memory_size)
     ratio = memory["with"]["step_mb"] / memory["without"]["step_mb"]
     slow = memory["with"]["seconds"] / memory["without"]["seconds"]
-    print(f"train step 2x3x{args.memory_size}x{args.memory_size} memory: without use_checkpoint "
-          f"{memory['without']['step_mb']:.0f} MB, with {memory['with']['step_mb']:.0f} MB "
-          f"(ratio {ratio:.2f}; time ratio {slow:.2f})")
-    results["memory"] = dict(memory, ratio=ratio, time_ratio=slow)
+    rss = [memory[k]["step_rss_mb"] for k in ("without", "with")]
+    rss_text = f"; process RSS growth {rss[0]:.0f} MB vs {rss[1]:.0f} MB (ratio {rss[1] / rss[0]:.2f})" if all(rss) else ""
+    print(f"train step 2x3x{args.memory_size}x{args.memory_size} without / with use_checkpoint: allocator peak "
+          f"{memory['without']['step_mb']:.0f} MB vs {memory['with']['step_mb']:.0f} MB (ratio {ratio:.2f})"
+          f"{rss_text}; time {memory['without']['seconds']:.2f} s vs {memory['with']['seconds']:.2f} s "
+          f"(ratio {slow:.2f})")
+    results["memory"] = dict(memory, ratio=ratio, time_ratio=slow,
+                             rss_ratio=rss[1] / rss[0] if all(rss) else None)
     throughput = cls_throughput(threads, 32, repeats)
     print(f"CIFAR recipe training throughput (swin_tiny_patch2_window4_32, batch 32): {throughput:.1f} img/s")
     results["cls_train_img_per_s"] = throughput
