@@ -16,6 +16,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import rows
+from .norm import LayerNorm
 
 # The authors use -100 rather than -inf so an all-masked row still has a finite softmax.
 MASK_VALUE = -100.0
@@ -134,7 +135,7 @@ class PatchEmbed(nn.Layer):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2D(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
+        self.norm = LayerNorm(embed_dim) if patch_norm else None
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = rows.channels_last(self.proj(pad_to_multiple(x, self.patch_size, "NCHW")))
@@ -217,10 +218,10 @@ class SwinBlock(nn.Layer):
             raise ValueError(f"shift_size must be in [0, window_size), got {shift_size} for window {window_size}")
         self.window_size = window_size
         self.shift_size = shift_size
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def window_attention(self, x: paddle.Tensor, attn_mask: Optional[paddle.Tensor]) -> paddle.Tensor:
@@ -264,7 +265,7 @@ class PatchMerging(nn.Layer):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm = LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias_attr=False)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:

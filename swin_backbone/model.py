@@ -6,6 +6,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .blocks import dims, PatchEmbed, SwinStage, stage_dims, trunc_normal_, zeros_, ones_
+from .norm import LayerNorm
 from .rows import channels_first
 
 
@@ -146,7 +147,7 @@ class SwinTransformer(SwinTrunk):
         self.out_channels = [self.num_features[i] for i in self.out_indices]
         self.out_strides = [patch_size * 2 ** i for i in self.out_indices]
         for i in self.out_indices:
-            self.add_sublayer(f"norm{i}", nn.LayerNorm(self.num_features[i]))
+            self.add_sublayer(f"norm{i}", LayerNorm(self.num_features[i]))
         self._freeze_stages()
 
     def _frozen_layers(self) -> List[nn.Layer]:
@@ -208,7 +209,7 @@ class SwinClassifier(SwinTrunk):
                          grid if ape else None, patch_norm, use_checkpoint)
         self.img_size = (img_h, img_w)
         self.num_classes = num_classes
-        self.norm = nn.LayerNorm(self.num_features[-1])
+        self.norm = LayerNorm(self.num_features[-1])
         self.head = nn.Linear(self.num_features[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.head.apply(_init_weights)
 
