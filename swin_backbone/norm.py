@@ -63,4 +63,4 @@ class LayerNorm(nn.LayerNorm):
         if (needs_grad and paddle.in_dynamic_mode() and paddle.is_grad_enabled() and x.place.is_cpu_place()
                 and x.dtype == paddle.float32):
             return _LayerNormFunction.apply(x, self.weight, self.bias, self._epsilon)
-        return super().forward(x)
+        return nn.LayerNorm.forward(self, x)  # not super(): dy2static cannot translate it
