@@ -6,8 +6,9 @@ PaddleSeg ship, on the same weights, in one run.
 Rows: eager inference at 8x3x224x224, 1x3x512x512, 1x3x800x1216 and one training step (forward +
 backward) at 2x3x224x224, timed interleaved (each repeat runs every contender once) after a warm-up;
 the table shows medians and peer/ours ratios. Then peak memory of a Swin-T training step at
-2x3x512x512 with and without use_checkpoint (peak of Paddle's allocator during the step, in a fresh
-subprocess; CPU host or GPU device memory), and the training throughput of the CIFAR recipe's default model.
+2x3x512x512 with and without use_checkpoint, each in a fresh subprocess (peak of Paddle's allocator
+during the step, CPU host or GPU device memory, and on Linux the growth of the process's peak RSS), and
+the training throughput of the CIFAR recipe's default model.
 
 Importing swin_backbone applies two process-wide CPU settings (swin_backbone/_cpu_tuning.py), so every
 contender in this process runs with them; the "out of the box" row times the peers in a fresh process
@@ -153,7 +154,8 @@ def training_step(shape) -> Callable:
 
 
 def memory_worker(use_checkpoint: bool, size: int) -> None:
-    """Subprocess body: one Swin-T training step at 2x3xSxS; prints JSON with its peak memory and time.
+    """Subprocess body: Swin-T training steps at 2x3xSxS; prints JSON with the first one's peak memory and
+    the median time of two more.
 
     step_mb is the peak of Paddle's own allocator during the step above what was allocated before it
     (deterministic); step_rss_mb the growth of the process's peak resident memory over its resident size
