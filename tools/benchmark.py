@@ -101,13 +101,16 @@ def time_interleaved(contenders: Dict[str, Callable], make_step: Callable, repea
                      threads: Dict[str, Optional[int]]) -> Dict[str, Optional[float]]:
     """Median seconds per step of each contender (None where it crashes), interleaving the repeats;
     `threads` gives each contender its CPU threads (None: leave Paddle's setting)."""
+    def use_threads(name: str) -> None:
+        if threads[name]:
+            set_num_threads(threads[name])
+
     steps, times = {}, {}
     for name, run in contenders.items():
         steps[name] = make_step(run)
         times[name] = []
         try:
-            if threads[name]:
-                set_num_threads(threads[name])
+            use_threads(name)
             for _ in range(warmup):
                 steps[name]()
         except Exception as error:
@@ -117,8 +120,7 @@ def time_interleaved(contenders: Dict[str, Callable], make_step: Callable, repea
         for name, step in steps.items():
             if step is None:
                 continue
-            if threads[name]:
-                set_num_threads(threads[name])
+            use_threads(name)
             synchronize()
             start = time.perf_counter()
             step()
