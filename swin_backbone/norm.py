@@ -26,6 +26,7 @@ def layer_norm_backward(x: paddle.Tensor, weight: paddle.Tensor, grad: paddle.Te
     def spread(column: paddle.Tensor) -> paddle.Tensor:
         return paddle.matmul(column, ones_row)
 
+    # mean and 1/std recomputed here: Paddle's forward kernel does not hand them out
     centred = x - spread(paddle.matmul(x, mean_col))
     inv_std = paddle.rsqrt(paddle.matmul(centred * centred, mean_col) + epsilon)  # [T, 1]
     normed = centred * spread(inv_std)
