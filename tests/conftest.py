@@ -11,7 +11,9 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-REFERENCE_DIR = os.environ.get("SWIN_REFERENCE", os.path.join(ROOT, "..", "shared", "swin_reference"))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+# The authors' reference outputs live in the repository; SWIN_REFERENCE points at another copy (either layout).
+REFERENCE_DIR = os.environ.get("SWIN_REFERENCE", os.path.join(FIXTURES, "swin_reference"))
 
 SMALL = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 
@@ -22,6 +24,16 @@ def reference_case(name: str) -> str:
     if not os.path.isdir(path):
         pytest.fail(f"reference fixtures missing: {os.path.abspath(path)} (set SWIN_REFERENCE to their folder)")
     return path
+
+
+def reference_arrays(name: str) -> dict:
+    """{"input": ..., "out0": ..., ...} of one reference case (arrays.npz in the repository, *.npy elsewhere)."""
+    from fixtures.swin_reference.pack import case_arrays
+
+    arrays = case_arrays(reference_case(name))
+    if "input" not in arrays or "out0" not in arrays:
+        pytest.fail(f"reference case {name} has no input/out0 arrays in {reference_case(name)}")
+    return arrays
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, SMALL, reference_case
+from conftest import ROOT, SMALL, reference_arrays, reference_case
 from swin_backbone import (SwinClassifier, SwinTransformer, convert_state_dict, create_classifier, load_pretrained,
                            read_torch_checkpoint)
 from swin_backbone.convert import CheckpointKeyError, UnsafeCheckpointError, extract_state_dict, resize_bias_table
@@ -158,5 +158,5 @@ def test_converted_pdparams_round_trip(tmp_path):
     fresh = SwinClassifier(**SMALL, img_size=384, window_size=12, num_classes=10)
     assert load_pretrained(fresh, path, strict=True, verbose=False).clean
     fresh.eval()
-    x = paddle.to_tensor(np.load(os.path.join(folder, "input.npy")))
-    np.testing.assert_allclose(fresh(x).numpy(), np.load(os.path.join(folder, "out0.npy")), atol=1e-4)
+    arrays = reference_arrays("cls_d16_w12_384")
+    np.testing.assert_allclose(fresh(paddle.to_tensor(arrays["input"])).numpy(), arrays["out0"], atol=1e-4)

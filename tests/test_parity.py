@@ -1,11 +1,11 @@
-"""Numerical parity with the authors' PyTorch code (../shared/swin_reference), max abs diff <= 1e-4."""
+"""Numerical parity with the authors' PyTorch code (tests/fixtures/swin_reference), max abs diff <= 1e-4."""
 import os
 
 import numpy as np
 import paddle
 import pytest
 
-from conftest import SMALL, reference_case
+from conftest import SMALL, reference_arrays, reference_case
 from swin_backbone import SwinClassifier, SwinTransformer, load_pretrained
 
 TOLERANCE = 1e-4
@@ -28,15 +28,16 @@ def run_case(name: str):
     model.eval()
     report = load_pretrained(model, os.path.join(folder, "weights.pth"), strict=True, verbose=False)
     assert report.clean, report.summary()
-    x = paddle.to_tensor(np.load(os.path.join(folder, "input.npy")))
+    arrays = reference_arrays(name)
+    x = paddle.to_tensor(arrays["input"])
     with paddle.no_grad():
         if model_cls is SwinClassifier:
             features = model.forward_features(x)
             outputs = [model.forward_head(features), features]
         else:
             outputs = model(x)
-    expected = [np.load(os.path.join(folder, f"out{i}.npy")) for i in range(len(outputs))]
-    assert not os.path.exists(os.path.join(folder, f"out{len(outputs)}.npy")), "fixture has more outputs"
+    expected = [arrays[f"out{i}"] for i in range(len(outputs))]
+    assert f"out{len(outputs)}" not in arrays, "fixture has more outputs"
     return [o.numpy() for o in outputs], expected
 
 
@@ -56,5 +57,5 @@ def test_classifier_same_result_as_logits():
     model = SwinClassifier(**CASES["cls_d24_p2_w4_32"][1])
     model.eval()
     load_pretrained(model, os.path.join(folder, "weights.pth"), strict=True, verbose=False)
-    x = paddle.to_tensor(np.load(os.path.join(folder, "input.npy")))
-    np.testing.assert_allclose(model(x).numpy(), np.load(os.path.join(folder, "out0.npy")), atol=TOLERANCE)
+    arrays = reference_arrays("cls_d24_p2_w4_32")
+    np.testing.assert_allclose(model(paddle.to_tensor(arrays["input"])).numpy(), arrays["out0"], atol=TOLERANCE)
