@@ -16,6 +16,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import rows
+from .errors import SwinInputError
 from .norm import LayerNorm
 
 # The authors use -100 rather than -inf so an all-masked row still has a finite softmax.
@@ -215,7 +216,7 @@ class SwinBlock(nn.Layer):
                  drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
         super().__init__()
         if not 0 <= shift_size < window_size:
-            raise ValueError(f"shift_size must be in [0, window_size), got {shift_size} for window {window_size}")
+            raise SwinInputError(f"shift_size must be in [0, window_size), got {shift_size} for window {window_size}")
         self.window_size = window_size
         self.shift_size = shift_size
         self.norm1 = LayerNorm(dim)

@@ -1,12 +1,9 @@
-"""Read the authors' PyTorch checkpoints without torch and map them onto our models.
+"""Map the authors' checkpoints (and our own `.pdparams`) onto our models.
 
-`read_torch_checkpoint` parses the `torch.save` zip container with an unpickler that can only rebuild
-tensors; `convert_state_dict` is a pure function from their state dict (numpy arrays) to ours;
-`load_pretrained` ties the two to a model and reports what did not match.
+`convert_state_dict` is a pure function from their state dict (numpy arrays) to ours; `load_pretrained`
+reads a file through the safe reader (`safe_load.py`), converts it for a model and reports what did not
+match.
 """
-import io
-import os
-import pickle
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -14,24 +11,10 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
-# Linear weights are the only 2-D tensors named `*.weight` in Swin (norms are 1-D, the patch conv 4-D).
+from .errors import CheckpointKeyError, CheckpointShapeError, MalformedFileError, UnsafeFileError  # noqa: F401
+from .safe_load import load_pickle_file, read_torch_checkpoint
+
 _DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
-_STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The checkpoint's pickle asks for something other than tensors and plain containers."""
-
-
-class CheckpointKeyError(KeyError):
-    """Converted weights do not match the model (raised only in strict mode)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass
@@ -58,90 +41,7 @@ class ConversionReport:
         return "\n".join(lines) if lines else "all keys matched"
 
 
-def _bfloat16_to_float32(raw: np.ndarray) -> np.ndarray:
-    return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-class _StateDict(dict):
-    """Stands in for OrderedDict: torch pickles state dicts with a `_metadata` attribute."""
-
-
-class _TensorOnlyUnpickler(pickle.Unpickler):
-    """Unpickler for torch's data.pkl that resolves only tensor rebuild functions and storage types."""
-
-    _allowed = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
-                ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_parameter")}
-
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
-        super().__init__(io.BytesIO(data))
-        self._archive = archive
-        self._prefix = prefix
-        self._storages: Dict[str, np.ndarray] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("collections", "OrderedDict"):
-            return _StateDict
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return name
-        if (module, name) in self._allowed:
-            return getattr(self, "_" + name.lstrip("_"))
-        raise UnsafeCheckpointError(
-            f"refusing to load {module}.{name} from the checkpoint: only tensors and plain containers "
-            "are allowed (the file may be malicious, or hold objects other than weights)")
-
-    def persistent_load(self, pid: Any) -> np.ndarray:
-        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
-            raise UnsafeCheckpointError(f"unexpected persistent id in checkpoint: {pid!r}")
-        storage_type, key = pid[1], str(pid[2])
-        if storage_type not in _STORAGE_DTYPES:
-            raise UnsafeCheckpointError(f"unsupported storage type in checkpoint: {storage_type!r}")
-        if key not in self._storages:
-            raw = self._archive.read(f"{self._prefix}data/{key}")
-            dtype = _STORAGE_DTYPES[storage_type]
-            if dtype == "bfloat16":
-                self._storages[key] = _bfloat16_to_float32(np.frombuffer(raw, dtype=np.uint16))
-            else:
-                self._storages[key] = np.frombuffer(raw, dtype=dtype)
-        return self._storages[key]
-
-    @staticmethod
-    def _rebuild_tensor_v2(storage: np.ndarray, offset: int, size: Tuple[int, ...],
-                           stride: Tuple[int, ...], *_unused: Any) -> np.ndarray:
-        if not size:
-            return storage[offset].copy()
-        strides = [s * storage.itemsize for s in stride]
-        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides)
-        return np.ascontiguousarray(view)
-
-    @staticmethod
-    def _rebuild_tensor(storage: np.ndarray, offset: int, size: Tuple[int, ...],
-                        stride: Tuple[int, ...]) -> np.ndarray:
-        return _TensorOnlyUnpickler._rebuild_tensor_v2(storage, offset, size, stride)
-
-    @staticmethod
-    def _rebuild_parameter(tensor: np.ndarray, *_unused: Any) -> np.ndarray:
-        return tensor
-
-
-def read_torch_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a `torch.save` zip file as nested dicts of numpy arrays, executing nothing from the pickle."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a torch zip checkpoint (saved by torch >= 1.6); re-save it with "
-                         "torch.save(obj, path) in a recent torch, or pass a converted .pdparams")
-    with zipfile.ZipFile(path) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
-        if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one data.pkl in the torch archive, found {pickles}")
-        prefix = pickles[0][: -len("data.pkl")]
-        byteorder = f"{prefix}byteorder"
-        if byteorder in archive.namelist() and archive.read(byteorder).decode().strip() != "little":
-            raise ValueError(f"{path}: big-endian checkpoints are not supported")
-        return _TensorOnlyUnpickler(archive.read(pickles[0]), archive, prefix).load()
-
-
-def extract_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+def extract_state_dict(checkpoint: Mapping[str, Any], origin: str = "checkpoint") -> Dict[str, np.ndarray]:
     """The weights of a classification (`model`) or detection (`state_dict`, `backbone.` prefix) checkpoint."""
     for key in ("model", "state_dict"):
         if key in checkpoint and isinstance(checkpoint[key], Mapping):
@@ -151,7 +51,8 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     if any(k.startswith("backbone.") for k in tensors):
         tensors = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
     if not tensors:
-        raise ValueError("no weights found in checkpoint (looked for a 'model' or 'state_dict' entry)")
+        raise CheckpointKeyError(f"{origin}: no weights found (looked for arrays at the top level or under a "
+                                 "'model' or 'state_dict' entry)")
     return tensors
 
 
@@ -182,12 +83,14 @@ def _bicubic(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 
 def convert_state_dict(source: Mapping[str, np.ndarray], target_shapes: Mapping[str, Tuple[int, ...]],
-                       torch_layout: bool = True) -> Tuple[Dict[str, np.ndarray], ConversionReport]:
+                       torch_layout: bool = True, origin: str = "checkpoint"
+                       ) -> Tuple[Dict[str, np.ndarray], ConversionReport]:
     """Map a state dict onto a model with parameter shapes `{name: shape}`.
 
     From the authors' (torch) layout it transposes Linear weights and drops derived buffers; from either
     layout it reshapes and resizes the absolute position embedding and the relative position bias tables
     to the target, and drops a classifier head or final norm the target has no place (or shape) for.
+    Raises CheckpointShapeError for a tensor that cannot fit, CheckpointKeyError when no tensor matches.
     """
     report = ConversionReport()
     converted: Dict[str, np.ndarray] = {}
@@ -221,25 +124,33 @@ def convert_state_dict(source: Mapping[str, np.ndarray], target_shapes: Mapping[
                                     "dropped, the head starts from scratch")
                 continue
             else:
-                raise ValueError(f"{name}: checkpoint shape {value.shape} cannot be mapped to {target}")
+                raise CheckpointShapeError(f"{origin}: {name} has shape {list(value.shape)}, which cannot be mapped "
+                                           f"to the model's {list(target)}")
         converted[name] = np.ascontiguousarray(value, dtype=np.float32)
+    if source and not converted:
+        raise CheckpointKeyError(
+            f"{origin}: none of its {len(source)} tensors matches the model (its keys begin "
+            f"{', '.join(sorted(source)[:3])}; the model's {', '.join(sorted(target_shapes)[:3])}): "
+            "is it a Swin checkpoint for this task?")
     report.missing = sorted(k for k in target_shapes if k not in converted)
     return converted, report
 
 
-def load_state_file(path: str) -> Dict[str, np.ndarray]:
-    """Weights from a converted `.pdparams` or an authors' `.pth` (still in their naming)."""
-    if path.endswith(".pdparams"):
-        import paddle
-
-        return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in paddle.load(path).items()}
-    return extract_state_dict(read_torch_checkpoint(path))
+def load_state_file(path: str) -> Tuple[Dict[str, np.ndarray], bool]:
+    """(weights, torch_layout) from an authors' `.pth` (torch zip, their naming) or a converted `.pdparams`."""
+    if zipfile.is_zipfile(path):
+        return extract_state_dict(read_torch_checkpoint(path), path), True
+    weights = load_pickle_file(path, "weights file")
+    if not isinstance(weights, Mapping):
+        raise MalformedFileError(f"{path}: expected a dict of weights, found a {type(weights).__name__}")
+    return extract_state_dict(weights, path), False
 
 
 def load_pretrained(model, path: str, strict: bool = False, verbose: bool = True) -> ConversionReport:
     """Load `.pdparams` or authors' `.pth` weights into `model`, converting on the fly; report mismatches."""
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    weights, report = convert_state_dict(load_state_file(path), target, torch_layout=not path.endswith(".pdparams"))
+    weights, torch_layout = load_state_file(path)
+    weights, report = convert_state_dict(weights, target, torch_layout=torch_layout, origin=path)
     if strict and not report.clean:
         raise CheckpointKeyError(f"{path} does not match the model:\n{report.summary()}")
     with warnings.catch_warnings():  # paddle warns per missing key; the report below names them all

@@ -6,6 +6,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .blocks import dims, PatchEmbed, SwinStage, stage_dims, trunc_normal_, zeros_, ones_
+from .errors import SwinInputError
 from .norm import LayerNorm
 from .rows import channels_first
 
@@ -31,7 +32,7 @@ class SwinTrunk(nn.Layer):
                  patch_norm: bool, use_checkpoint: bool):
         super().__init__()
         if len(depths) != len(num_heads):
-            raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
+            raise SwinInputError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
         self.embed_dim = embed_dim
         self.depths = list(depths)
         self.num_heads = list(num_heads)
@@ -61,8 +62,16 @@ class SwinTrunk(nn.Layer):
         """Substrings of parameter names the authors exclude from weight decay (norms are 1-D)."""
         return list(NO_WEIGHT_DECAY_KEYWORDS)
 
+    def check_input(self, x: paddle.Tensor) -> None:
+        """Raise SwinInputError unless x is [B, C_in, H, W] (sizes a static graph leaves open are not checked)."""
+        channels = self.patch_embed.proj.weight.shape[1]
+        if x.ndim != 4 or x.shape[1] not in (channels, -1):
+            raise SwinInputError(f"{type(self).__name__} expects images [B, {channels}, H, W], got a tensor of "
+                                 f"shape {list(x.shape)}")
+
     def embed(self, x: paddle.Tensor) -> paddle.Tensor:
         """[B, C_in, H, W] -> [B, ceil(H/p), ceil(W/p), D] tokens, position embedding added."""
+        self.check_input(x)
         x = self.patch_embed(x)
         if self.ape:
             pos = self.absolute_pos_embed
@@ -140,9 +149,9 @@ class SwinTransformer(SwinTrunk):
         self.out_indices = tuple(out_indices)
         bad = [i for i in self.out_indices if not 0 <= i < num_stages]
         if bad:
-            raise ValueError(f"out_indices {bad} out of range for {num_stages} stages")
+            raise SwinInputError(f"out_indices {bad} out of range for {num_stages} stages")
         if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f"frozen_stages must be in [-1, {num_stages}], got {frozen_stages}")
+            raise SwinInputError(f"frozen_stages must be in [-1, {num_stages}], got {frozen_stages}")
         self.frozen_stages = frozen_stages
         self.out_channels = [self.num_features[i] for i in self.out_indices]
         self.out_strides = [patch_size * 2 ** i for i in self.out_indices]

@@ -21,6 +21,8 @@ from paddleseg.utils import metrics, utils
 
 from ._load_order import require_pillow_before_paddle
 from .convert import load_pretrained
+from .errors import SwinInputError
+from .safe_load import check_pickle_file
 from .model import SwinTransformer
 
 require_pillow_before_paddle()  # PaddleSeg reads ADE20K labels (PNG) with Pillow
@@ -119,13 +121,14 @@ class SwinUperNet(nn.Layer):
                  aux_index: int = 2, align_corners: bool = False, pretrained: Optional[str] = None):
         super().__init__()
         if align_corners:
-            raise ValueError("the authors' UperNet upsamples with align_corners=False")
+            raise SwinInputError("the authors' UperNet upsamples with align_corners=False")
         self.backbone = backbone
         self.align_corners = align_corners
         self.decode_head = UperHead(backbone.feat_channels, num_classes, channels, pool_scales, dropout)
         self.aux_index = aux_index
         self.auxiliary_head = FCNHead(backbone.feat_channels[aux_index], num_classes, aux_channels, dropout)
         if pretrained:
+            check_pickle_file(pretrained, "pretrained")  # PaddleSeg's loader unpickles without limits
             utils.load_entire_model(self, pretrained)
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:

@@ -1,7 +1,13 @@
-"""What the command-line tools share: CPU threads and how user errors end a run."""
+"""What the command-line tools share: CPU threads, argument types, and how user errors end a run."""
+import argparse
 import os
 import sys
+import traceback
 from typing import Callable, Optional, Tuple, Type
+
+from .errors import SwinInputError
+
+DEBUG_ENV = "SWIN_PADDLE_DEBUG"
 
 
 def available_cores() -> int:
@@ -28,9 +34,69 @@ def cpu_tuning() -> dict:
     return dict(_cpu_tuning.applied)
 
 
-def run_tool(main: Callable, user_errors: Tuple[Type[BaseException], ...] = (FileNotFoundError,)) -> None:
-    """Run a command-line tool's main(); a user error (e.g. a missing file) ends with one line, no traceback."""
+def _number(kind: type, minimum: float, inclusive: bool, maximum: Optional[float] = None) -> Callable[[str], float]:
+    """An argparse type: `kind(text)` within [minimum (or above it), maximum]; a usage error otherwise."""
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+    wanted = f"{'an integer' if kind is int else 'a number'} {bound}" + (f" and <= {maximum:g}" if maximum is not None else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if value != value or (value < minimum if inclusive else value <= minimum) or (
+                maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{text} is not {wanted}")
+        return value
+
+    parse.__name__ = wanted  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 1, True)
+non_negative_int = _number(int, 0, True)
+positive_float = _number(float, 0, False)
+non_negative_float = _number(float, 0, True)
+fraction = _number(float, 0, True, 1)
+
+
+def positive_int_list(text: str) -> list:
+    """An argparse type for comma-separated positive integers, e.g. "2,2,6,2"."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive integers such as 2,2,6,2")
+    return values
+
+
+def image_size(text: str) -> Tuple[int, int]:
+    """An argparse type for "HxW" (or one number for a square), both sides positive."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size HxW with positive H and W (e.g. 224x224)")
+    return sizes[0], sizes[1]
+
+
+def run_tool(main: Callable, user_errors: Tuple[Type[BaseException], ...] = ()) -> None:
+    """Run a command-line tool's main(): a user error (a missing or bad file, a bad value) ends as one line
+    `error: ...` with exit code 1. `--debug` (taken out of sys.argv here) or SWIN_PADDLE_DEBUG=1 shows the
+    traceback instead."""
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if "--debug" in sys.argv[1:]:
+        sys.argv.remove("--debug")
+        debug = True
     try:
         main()
-    except user_errors as error:
-        sys.exit(f"error: {error}")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, SwinInputError, *user_errors) as error:
+        if debug:
+            traceback.print_exc()
+        message = str(error).strip().replace("\n", "; ")
+        sys.exit(f"error: {message}")

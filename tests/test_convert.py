@@ -11,7 +11,8 @@ import pytest
 from conftest import ROOT, SMALL, reference_arrays, reference_case
 from swin_backbone import (SwinClassifier, SwinTransformer, convert_state_dict, create_classifier, load_pretrained,
                            read_torch_checkpoint)
-from swin_backbone.convert import CheckpointKeyError, UnsafeCheckpointError, extract_state_dict, resize_bias_table
+from swin_backbone.convert import extract_state_dict, resize_bias_table
+from swin_backbone.errors import CheckpointKeyError, UnsafeFileError
 from torch_format import save_torch_zip
 
 CLS_32 = dict(embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), img_size=32, patch_size=2,
@@ -38,7 +39,7 @@ def test_malicious_pickle_is_refused(tmp_path):
 
     path = tmp_path / "evil.pth"
     save_torch_zip(None, str(path), extra_pickle=pickle.dumps({"model": Exploit()}, protocol=2))
-    with pytest.raises(UnsafeCheckpointError, match="refusing to load"):
+    with pytest.raises(UnsafeFileError, match="refusing to load"):
         read_torch_checkpoint(str(path))
     assert not marker.exists()
 

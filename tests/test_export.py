@@ -112,6 +112,6 @@ def test_detection_export_runs_at_odd_size(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.load(open(os.path.join(out, "export.json")))
     assert info["inputs"] == ["image", "im_shape", "scale_factor"]
-    bbox, bbox_num, masks = infer.Predictor(info["model_dir"], onednn=False)(
+    bbox, bbox_num, masks = infer.Predictor(out, onednn=False)(
         np.random.rand(1, 3, 250, 333).astype("float32"))
     assert bbox.shape[1] == 6 and bbox_num.shape == (1,) and masks.shape[1:] == (250, 333)

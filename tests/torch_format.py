@@ -16,6 +16,15 @@ class _Tensor:
         self.array = np.ascontiguousarray(array)
 
 
+class CraftedTensor:
+    """A tensor with an explicit (possibly malformed) view of its storage: offset, size, stride and the
+    element count its storage declares."""
+
+    def __init__(self, storage: np.ndarray, offset: int, size: tuple, stride: tuple, declared_numel: int = None):
+        self.storage, self.offset, self.size, self.stride = np.ascontiguousarray(storage), offset, size, stride
+        self.declared_numel = storage.size if declared_numel is None else declared_numel
+
+
 def _fake_torch_modules() -> dict:
     """Stand-ins for torch and torch._utils, so pickle can name their globals."""
     torch = types.ModuleType("torch")
@@ -41,6 +50,8 @@ def save_torch_zip(obj: Any, path: str, extra_pickle: bytes = None) -> None:
     storages = []
 
     def wrap(value):
+        if isinstance(value, CraftedTensor):
+            return value
         if isinstance(value, np.ndarray):
             return _Tensor(value)
         if isinstance(value, dict):
@@ -62,6 +73,13 @@ def save_torch_zip(obj: Any, path: str, extra_pickle: bytes = None) -> None:
                 strides = tuple(s // array.itemsize for s in array.strides)
                 storage = ("__storage__", "storage", storage_type, key, "cpu", array.size)
                 return fakes["torch._utils"]._rebuild_tensor_v2, (storage, 0, array.shape, strides, False, {})
+            if isinstance(item, CraftedTensor):
+                key = str(len(storages))
+                storages.append(item.storage)
+                storage_type = getattr(fakes["torch"], _STORAGE_NAMES[item.storage.dtype])
+                storage = ("__storage__", "storage", storage_type, key, "cpu", item.declared_numel)
+                return fakes["torch._utils"]._rebuild_tensor_v2, (storage, item.offset, item.size, item.stride,
+                                                                  False, {})
             return NotImplemented
 
     try:

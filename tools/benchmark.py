@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from swin_backbone import create_backbone, create_classifier  # noqa: E402
-from swin_backbone.runtime import cpu_tuning, set_num_threads  # noqa: E402
+from swin_backbone.runtime import cpu_tuning, non_negative_int, positive_int, run_tool, set_num_threads  # noqa: E402
 
 INFER_ROWS = [(8, 224, 224), (1, 512, 512), (1, 800, 1216)]
 TRAIN_ROW = (2, 224, 224)
@@ -280,12 +280,12 @@ def fmt(seconds: Optional[float]) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, help="CPU threads for every contender (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for every contender (default: all cores)")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--warmup", type=non_negative_int, default=1)
     parser.add_argument("--json", default="benchmark.json", help="where to write the results")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the 800x1216 row")
-    parser.add_argument("--memory-size", type=int, default=512)
+    parser.add_argument("--memory-size", type=positive_int, default=512)
     parser.add_argument("--memory-worker", type=int, choices=[0, 1], help=argparse.SUPPRESS)
     parser.add_argument("--peers-default-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -368,4 +368,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -13,13 +13,13 @@ Default recipe (a Swin-T trained from scratch at 32 px with patch 2, window 4): 
 0.1, random crop (pad 4) + flip, gradient clipping at 5, drop path 0.1.
 """
 import argparse
-import json
 import math
 import os
 import pickle
 import sys
 import tarfile
 import time
+import zlib
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,9 +31,13 @@ import paddle  # noqa: E402
 import paddle.distributed as dist  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 
+import checkpoint_io  # noqa: E402
 from swin_backbone import PRESETS, create_classifier, load_pretrained  # noqa: E402
+from swin_backbone.errors import MalformedFileError, SwinInputError  # noqa: E402
 from swin_backbone.model import NO_WEIGHT_DECAY_KEYWORDS  # noqa: E402
-from swin_backbone.runtime import run_tool, set_num_threads  # noqa: E402
+from swin_backbone.runtime import (fraction, non_negative_float, non_negative_int, positive_float,  # noqa: E402
+                                   positive_int, positive_int_list, run_tool, set_num_threads)
+from swin_backbone.safe_load import unpickle_bytes  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = np.array([0.4914, 0.4822, 0.4465], "float32")
@@ -41,26 +45,49 @@ STD = np.array([0.2470, 0.2435, 0.2616], "float32")
 LAYOUT = ("cifar-10-python.tar.gz, or its extracted folder cifar-10-batches-py/ holding data_batch_1..5 and "
           "test_batch (https://www.cs.toronto.edu/~kriz/cifar.html, 'CIFAR-10 python version')")
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+MAX_BATCH_BYTES = 64 * 2 ** 20  # an official batch pickle is 31 MB
 
 
 # ----------------------------------------------------------------------------------------------- data
-def _unpack_batch(blob: bytes) -> Tuple[np.ndarray, np.ndarray]:
-    """One pickled CIFAR batch -> (uint8 [N, 32, 32, 3], int64 [N])."""
-    batch = pickle.loads(blob, encoding="bytes")
-    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), np.asarray(batch[b"labels"], dtype=np.int64)
+def _unpack_batch(blob: bytes, source: str) -> Tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch (read by the safe reader) -> (uint8 [N, 32, 32, 3], int64 [N] in 0..9)."""
+    batch = unpickle_bytes(blob, source, encoding="bytes")
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise MalformedFileError(f"{source}: not a CIFAR-10 batch (expected a dict with b'data' and b'labels')")
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:
+        raise MalformedFileError(f"{source}: b'data' is {data.dtype} {list(data.shape)}, expected uint8 [N, 3072]")
+    if labels.shape != (len(data),) or labels.dtype.kind not in "iu" or (len(labels) and (
+            labels.min() < 0 or labels.max() >= len(CLASSES))):
+        raise MalformedFileError(f"{source}: b'labels' must be {len(data)} integers in 0..{len(CLASSES) - 1}")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def _read_tarball(path: str, wanted: Sequence[str]) -> Dict[str, bytes]:
+    """The wanted batch files of a cifar-10-python.tar.gz; a truncated or corrupt archive is a one-line error."""
+    blobs: Dict[str, bytes] = {}
+    try:
+        with tarfile.open(path) as archive:
+            for member in archive:
+                name = os.path.basename(member.name)
+                if name in wanted and member.isfile():
+                    if member.size > MAX_BATCH_BYTES:
+                        raise MalformedFileError(f"{path}: {member.name} is {member.size} bytes, more than a "
+                                                 "CIFAR-10 batch")
+                    blobs[name] = archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise MalformedFileError(f"{path}: not a readable .tar.gz (truncated or corrupt?): {error}; "
+                                 f"expected {LAYOUT}") from None
+    return blobs
 
 
 def load_cifar10(path: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """{'train': (images, labels), 'test': ...} from the tarball or the extracted folder."""
     blobs: Dict[str, bytes] = {}
     wanted = TRAIN_BATCHES + ["test_batch"]
-    if os.path.isfile(path) and tarfile.is_tarfile(path):
-        with tarfile.open(path) as archive:
-            for member in archive.getmembers():
-                name = os.path.basename(member.name)
-                if name in wanted and member.isfile():
-                    blobs[name] = archive.extractfile(member).read()
+    if os.path.isfile(path):
+        blobs = _read_tarball(path, wanted)
     elif os.path.isdir(path):
         folder = os.path.join(path, "cifar-10-batches-py")
         folder = folder if os.path.isdir(folder) else path
@@ -73,9 +100,9 @@ def load_cifar10(path: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     missing = [name for name in wanted if name not in blobs]
     if missing:
         raise FileNotFoundError(f"{path!r} lacks {', '.join(missing)}: expected {LAYOUT}")
-    train = [_unpack_batch(blobs[name]) for name in TRAIN_BATCHES]
+    train = [_unpack_batch(blobs[name], f"{path}: {name}") for name in TRAIN_BATCHES]
     return {"train": (np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])),
-            "test": _unpack_batch(blobs["test_batch"])}
+            "test": _unpack_batch(blobs["test_batch"], f"{path}: test_batch")}
 
 
 def synthetic_cifar10(train_per_class: int = 100, test_per_class: int = 20, seed: int = 0
@@ -331,21 +358,26 @@ def rename_optimizer_state(state: Dict, names: Dict[str, str]) -> Dict:
 
 
 def save_checkpoint(folder: str, model, optimizer, epoch: int, best: float, args: argparse.Namespace) -> None:
-    """Model, optimizer (with its LR scheduler), epoch and best accuracy, written then renamed into place."""
-    staging = folder + ".tmp"
-    os.makedirs(staging, exist_ok=True)
-    paddle.save(model.state_dict(), os.path.join(staging, "model.pdparams"))
+    """Model, optimizer (with its LR scheduler), epoch and best accuracy; the old checkpoint goes only once the
+    new one is complete (checkpoint_io)."""
     to_structured = {p.name: n for n, p in model.named_parameters()}
-    paddle.save(rename_optimizer_state(optimizer.state_dict(), to_structured),
-                os.path.join(staging, "optimizer.pdopt"))
-    with open(os.path.join(staging, "state.json"), "w") as handle:
-        json.dump({"epoch": epoch, "best_top1": best, "seed": args.seed, "model": args.model,
-                   "args": vars(args)}, handle, indent=1, default=str)
-    if os.path.isdir(folder):
-        import shutil
+    checkpoint_io.save(folder, model.state_dict(), rename_optimizer_state(optimizer.state_dict(), to_structured),
+                       {"epoch": epoch, "best_top1": best, "seed": args.seed, "model": args.model, "args": vars(args)})
 
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+
+def resume(folder: str, model, optimizer, args: argparse.Namespace) -> Tuple[int, float]:
+    """Load the newest complete checkpoint of a run into model and optimizer; (next epoch, best top-1)."""
+    model_state, optimizer_state, state = checkpoint_io.load(os.path.join(folder, "last"))
+    if state.get("model") != args.model:
+        raise SwinInputError(f"--resume {folder}: the checkpoint is for --model {state.get('model')}, "
+                             f"this run builds {args.model}")
+    try:
+        model.set_state_dict(model_state)
+        to_internal = {n: p.name for n, p in model.named_parameters()}
+        optimizer.set_state_dict(rename_optimizer_state(optimizer_state, to_internal))
+        return state["epoch"] + 1, float(state.get("best_top1", 0.0))
+    except (ValueError, KeyError, AssertionError, TypeError) as error:
+        raise MalformedFileError(f"--resume {folder}: the checkpoint does not fit this run ({error})") from None
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -381,17 +413,8 @@ def train(args: argparse.Namespace) -> float:
 
     start_epoch, best = 0, 0.0
     if args.resume:
-        state_file = os.path.join(args.resume, "last", "state.json")
-        if not os.path.isfile(state_file):
-            raise FileNotFoundError(f"--resume {args.resume}: no checkpoint at {state_file}")
-        with open(state_file) as handle:
-            state = json.load(handle)
-        model.set_state_dict(paddle.load(os.path.join(args.resume, "last", "model.pdparams")))
-        to_internal = {n: p.name for n, p in model.named_parameters()}
-        optimizer.set_state_dict(rename_optimizer_state(
-            paddle.load(os.path.join(args.resume, "last", "optimizer.pdopt")), to_internal))
-        start_epoch, best = state["epoch"] + 1, state["best_top1"]
-        log(f"resumed from {args.resume} after epoch {state['epoch'] + 1}")
+        start_epoch, best = resume(args.resume, model, optimizer, args)
+        log(f"resumed from {args.resume} after epoch {start_epoch}")
     if world > 1:
         model = paddle.DataParallel(model)
     log(f"model {args.model}: {sum(int(np.prod(p.shape)) for p in model.parameters()):,} parameters, "
@@ -485,10 +508,14 @@ def predict(args: argparse.Namespace) -> List[Tuple[str, float]]:
 
     if not os.path.isfile(args.predict):
         raise FileNotFoundError(f"--predict: no image at {args.predict!r}")
+    try:
+        with Image.open(args.predict) as picture:
+            image = np.asarray(picture.convert("RGB").resize((32, 32), Image.BILINEAR))
+    except (OSError, ValueError, SyntaxError) as error:  # PIL's decoders raise all three on bad files
+        raise MalformedFileError(f"--predict {args.predict}: not a readable picture ({error})") from None
     model = build_model(args)
     load_weights(model, args.weights)
     model.eval()
-    image = np.asarray(Image.open(args.predict).convert("RGB").resize((32, 32), Image.BILINEAR))
     with paddle.no_grad():
         probs = F.softmax(model(model_input(normalize(image[None]), model.img_size[0])), axis=-1).numpy()[0]
     top5 = [(CLASSES[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
@@ -506,30 +533,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="swin_tiny_patch2_window4_32", choices=sorted(PRESETS))
     model.add_argument("--pretrained", help="weights to fine-tune from (.pdparams or authors' .pth)")
-    model.add_argument("--embed-dim", type=int, help="override the preset's embed_dim")
-    model.add_argument("--depths", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 2,2,6,2")
-    model.add_argument("--num-heads", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 3,6,12,24")
-    model.add_argument("--drop-path", type=float, default=0.1)
+    model.add_argument("--embed-dim", type=positive_int, help="override the preset's embed_dim")
+    model.add_argument("--depths", type=positive_int_list, help="e.g. 2,2,6,2")
+    model.add_argument("--num-heads", type=positive_int_list, help="e.g. 3,6,12,24")
+    model.add_argument("--drop-path", type=fraction, default=0.1)
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--epochs", type=int, default=100)
-    recipe.add_argument("--batch-size", type=int, default=128, help="per process")
+    recipe.add_argument("--epochs", type=positive_int, default=100)
+    recipe.add_argument("--batch-size", type=positive_int, default=128, help="per process")
     recipe.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    recipe.add_argument("--lr", type=float, default=1e-3, help="base LR for the whole batch")
-    recipe.add_argument("--weight-decay", type=float, default=0.05)
-    recipe.add_argument("--warmup-epochs", type=float, default=5)
-    recipe.add_argument("--min-lr-ratio", type=float, default=0.01)
-    recipe.add_argument("--smoothing", type=float, default=0.1)
-    recipe.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off; 0.8 is common)")
-    recipe.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off; 1.0 is common)")
-    recipe.add_argument("--randaugment", type=int, default=0, help="RandAugment magnitude 1-10 (0: off)")
-    recipe.add_argument("--clip-grad", type=float, default=5.0, help="global-norm clip (0: off)")
+    recipe.add_argument("--lr", type=positive_float, default=1e-3, help="base LR for the whole batch")
+    recipe.add_argument("--weight-decay", type=non_negative_float, default=0.05)
+    recipe.add_argument("--warmup-epochs", type=non_negative_float, default=5)
+    recipe.add_argument("--min-lr-ratio", type=fraction, default=0.01)
+    recipe.add_argument("--smoothing", type=fraction, default=0.1)
+    recipe.add_argument("--mixup", type=non_negative_float, default=0.0, help="mixup alpha (0: off; 0.8 is common)")
+    recipe.add_argument("--cutmix", type=non_negative_float, default=0.0, help="cutmix alpha (0: off; 1.0 is common)")
+    recipe.add_argument("--randaugment", type=non_negative_int, default=0, help="RandAugment magnitude 1-10 (0: off)")
+    recipe.add_argument("--clip-grad", type=non_negative_float, default=5.0, help="global-norm clip (0: off)")
     recipe.add_argument("--amp", action="store_true", help="mixed precision (GPU)")
-    recipe.add_argument("--seed", type=int, default=0)
+    recipe.add_argument("--seed", type=non_negative_int, default=0)
     run = parser.add_argument_group("run")
     run.add_argument("--output", help="folder for logs and checkpoints (default: output/cifar10, or --resume)")
     run.add_argument("--resume", help="output folder of an earlier run to continue")
-    run.add_argument("--stop-after", type=int, help="stop after this many epochs (continue with --resume)")
-    run.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    run.add_argument("--stop-after", type=positive_int, help="stop after this many epochs (continue with --resume)")
+    run.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
     run.add_argument("--eval-only", action="store_true", help="evaluate --weights on the test split")
     run.add_argument("--weights", help="weights for --eval-only / --predict")
     run.add_argument("--predict", metavar="IMG", help="print the top-5 classes of one image")
@@ -539,6 +566,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f"give --data ({LAYOUT}) or --synthetic")
     if args.amp and not paddle.is_compiled_with_cuda():
         parser.error("--amp needs a GPU build of Paddle (paddlepaddle-gpu)")
+    if args.randaugment > 10:
+        parser.error(f"argument --randaugment: {args.randaugment} is not a magnitude in 0..10")
+    if args.smoothing >= 1:
+        parser.error("argument --smoothing: must be below 1")
+    if (args.eval_only or args.predict) and not args.weights:
+        parser.error("--eval-only and --predict need --weights")
     return args
 
 

@@ -14,8 +14,10 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 import paddle  # noqa: E402
 
 from swin_backbone import PRESETS, convert_state_dict  # noqa: E402
-from swin_backbone.convert import CheckpointKeyError, load_state_file  # noqa: E402
+from swin_backbone.convert import load_state_file
+from swin_backbone.errors import CheckpointKeyError  # noqa: E402
 from swin_backbone.presets import create_model  # noqa: E402
+from swin_backbone.runtime import non_negative_int, positive_int, run_tool  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,9 +28,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="preset the weights are for (default: %(default)s)")
     parser.add_argument("--backbone", action="store_true",
                         help="convert for the multi-scale backbone (drops the classifier's head and final norm)")
-    parser.add_argument("--window-size", type=int, help="target window size (bias tables are resized)")
-    parser.add_argument("--img-size", type=int, help="target image size (absolute position embedding is resized)")
-    parser.add_argument("--num-classes", type=int, help="target classes (a head of another size is dropped)")
+    parser.add_argument("--window-size", type=positive_int, help="target window size (bias tables are resized)")
+    parser.add_argument("--img-size", type=positive_int,
+                        help="target image size (absolute position embedding is resized)")
+    parser.add_argument("--num-classes", type=non_negative_int,
+                        help="target classes (a head of another size is dropped)")
     parser.add_argument("--strict", action="store_true", help="fail on missing or unexpected keys")
     return parser.parse_args(argv)
 
@@ -37,7 +41,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     model = create_model(args.model, args.backbone, args.window_size, args.img_size, args.num_classes)
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    weights, report = convert_state_dict(load_state_file(args.input), target)
+    weights, torch_layout = load_state_file(args.input)
+    weights, report = convert_state_dict(weights, target, torch_layout, origin=args.input)
     print(report.summary())
     if args.strict and not report.clean:
         raise CheckpointKeyError(f"--strict: {args.input} does not match {args.model}")
@@ -49,4 +54,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_tool(main)

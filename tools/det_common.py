@@ -11,7 +11,9 @@ import paddle  # noqa: E402
 
 import swin_backbone.ppdet  # noqa: E402,F401  (registers SwinBackbone, sets FLAGS_set_to_1d)
 from swin_backbone import load_pretrained  # noqa: E402
-from swin_backbone.runtime import set_num_threads  # noqa: E402
+from swin_backbone.errors import SwinInputError  # noqa: E402
+from swin_backbone.runtime import positive_int, set_num_threads  # noqa: E402
+from swin_backbone.safe_load import check_pickle_file, load_pickle_file  # noqa: E402
 
 COCO_LAYOUT = ("COCO layout: DATASET_DIR/ANNO_PATH (instances json with images, annotations with "
                "polygon segmentation, categories) and DATASET_DIR/IMAGE_DIR/<file_name> for every image")
@@ -22,7 +24,7 @@ def arg_parser(description: str):
 
     parser = ArgsParser()
     parser.description = description
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
     return parser
 
 
@@ -53,6 +55,19 @@ def load_config(path: str, overrides: dict):
     return cfg
 
 
+def check_settings(cfg, mode: str) -> None:
+    """One clear error for numbers no run can use (PaddleDetection would divide by them or loop forever)."""
+    reader = cfg.get("TrainReader" if mode == "train" else "EvalReader") or {}
+    checks = [("batch_size", reader.get("batch_size", 1), 1)]
+    if mode == "train":
+        checks += [("epoch", cfg.get("epoch", 1), 1), ("LearningRate.base_lr", cfg.LearningRate["base_lr"], None)]
+    for name, value, minimum in checks:
+        bad = not isinstance(value, (int, float)) or (value < minimum if minimum is not None else value <= 0)
+        if bad:
+            wanted = f"an integer >= {minimum}" if minimum is not None else "a number > 0"
+            raise SwinInputError(f"{name} is {value!r} in {cfg.filename}: expected {wanted}")
+
+
 def prepare(args) -> None:
     if not paddle.is_compiled_with_cuda():
         set_num_threads(args.threads)
@@ -78,23 +93,40 @@ def check_coco(cfg, *names: str) -> None:
                 f"-o {name}.dataset_dir=... {name}.anno_path=... {name}.image_dir=...")
 
 
-def is_backbone_weights(path: str) -> bool:
-    """An authors' .pth, or a .pdparams of the backbone alone (no `backbone.` keys)."""
-    if path.endswith(".pth"):
-        return True
-    weights = paddle.load(path if path.endswith(".pdparams") else path + ".pdparams")
-    return not any(k.startswith("backbone.") for k in weights)
+def ppdet_file(path: str, suffix: str = ".pdparams") -> str:
+    """The file PaddleDetection reads for `path` (it strips a .pdparams / .pdopt ending and appends `suffix`)."""
+    if "://" in path:
+        raise SwinInputError(f"{path}: weights must be a local file (nothing is downloaded)")
+    base = os.path.splitext(path)[0] if path.endswith((".pdparams", ".pdopt")) else path
+    if not os.path.isfile(base + suffix):
+        raise FileNotFoundError(f"weights not found: {base + suffix}")
+    return base + suffix
+
+
+def load_weights(trainer, path: str) -> None:
+    """Detector weights into trainer.model: checked by our safe reader, then read by PaddleDetection."""
+    check_pickle_file(ppdet_file(path), "weights")
+    trainer.load_weights(path)
+
+
+def resume_weights(trainer, path: str) -> None:
+    """Continue a run from PATH.pdparams + PATH.pdopt, both checked by our safe reader first."""
+    for suffix in (".pdparams", ".pdopt"):
+        check_pickle_file(ppdet_file(path, suffix), "--resume checkpoint")
+    trainer.resume_weights(path)
 
 
 def load_pretrain(trainer, path: str) -> None:
-    """Backbone weights (authors' .pth or ours) through our converter; whole-detector ones through ppdet."""
-    if not (os.path.isfile(path) or os.path.isfile(path + ".pdparams")):
-        raise FileNotFoundError(f"pretrain_weights not found: {path} (an authors' .pth, a converted backbone "
-                                ".pdparams, or detector weights)")
-    if is_backbone_weights(path):
+    """Backbone weights (an authors' .pth, or a backbone .pdparams without `backbone.` keys) through our
+    converter; whole-detector weights through PaddleDetection, after our safe reader has checked them."""
+    if path.endswith(".pth"):
         load_pretrained(trainer.model.backbone, path)
+        return
+    file = ppdet_file(path)
+    if any(str(key).startswith("backbone.") for key in load_pickle_file(file, "pretrain_weights")):
+        load_weights(trainer, path)
     else:
-        trainer.load_weights(path)
+        load_pretrained(trainer.model.backbone, file)
 
 
 def image_list(image: Optional[str], folder: Optional[str]) -> List[str]:

@@ -3,7 +3,7 @@
     python tools/det_eval.py -c det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml -o weights=output/.../model_final
 """
 
-from det_common import arg_parser, check_coco, load_config, prepare
+from det_common import arg_parser, check_coco, check_settings, load_config, load_weights, prepare
 from swin_backbone.runtime import run_tool
 
 
@@ -11,12 +11,13 @@ def main(argv=None):
     args = arg_parser(__doc__).parse_args(argv)
     prepare(args)
     cfg = load_config(args.config, args.opt)
+    check_settings(cfg, "eval")
     check_coco(cfg, "EvalDataset")
     from ppdet.engine import Trainer, init_parallel_env
 
     init_parallel_env()
     trainer = Trainer(cfg, mode="eval")
-    trainer.load_weights(cfg.weights)
+    load_weights(trainer, cfg.weights)
     trainer.evaluate()
     return trainer
 

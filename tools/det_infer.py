@@ -4,8 +4,8 @@
         --image demo.jpg | --dir pictures/  [--output_dir output/infer] [--draw_threshold 0.5]
 """
 
-from det_common import arg_parser, check_coco, image_list, load_config, prepare
-from swin_backbone.runtime import run_tool
+from det_common import arg_parser, check_coco, image_list, load_config, load_weights, prepare
+from swin_backbone.runtime import fraction, run_tool
 
 
 def main(argv=None):
@@ -13,7 +13,7 @@ def main(argv=None):
     parser.add_argument("--image", help="one picture")
     parser.add_argument("--dir", help="a folder of pictures")
     parser.add_argument("--output_dir", default="output/infer")
-    parser.add_argument("--draw_threshold", type=float, default=0.5)
+    parser.add_argument("--draw_threshold", type=fraction, default=0.5)
     parser.add_argument("--save_results", action="store_true", help="also write bbox/mask json")
     args = parser.parse_args(argv)
     prepare(args)
@@ -23,7 +23,7 @@ def main(argv=None):
     from ppdet.engine import Trainer
 
     trainer = Trainer(cfg, mode="test")
-    trainer.load_weights(cfg.weights)
+    load_weights(trainer, cfg.weights)
     return trainer.predict(images, draw_threshold=args.draw_threshold, output_dir=args.output_dir,
                            save_results=args.save_results)
 

@@ -5,7 +5,7 @@
     python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/det_train.py -c ...   # multi-GPU
 """
 
-from det_common import arg_parser, check_coco, load_config, load_pretrain, prepare
+from det_common import arg_parser, check_coco, check_settings, load_config, load_pretrain, prepare, resume_weights
 from swin_backbone.runtime import run_tool
 
 
@@ -16,13 +16,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     prepare(args)
     cfg = load_config(args.config, args.opt)
+    check_settings(cfg, "train")
     check_coco(cfg, "TrainDataset", *(["EvalDataset"] if args.eval else []))
     from ppdet.engine import Trainer, init_parallel_env
 
     init_parallel_env()
     trainer = Trainer(cfg, mode="train")
     if args.resume:
-        trainer.resume_weights(args.resume)
+        resume_weights(trainer, args.resume)
     elif cfg.get("pretrain_weights"):
         load_pretrain(trainer, cfg.pretrain_weights)
     trainer.train(args.eval)

@@ -12,14 +12,16 @@ cls / backbone / seg write OUTPUT/model.pdmodel + model.pdiparams with one input
 [N, 3, H, W] (any N, H, W; float32, normalised as in training) and OUTPUT/export.json describing them.
 Outputs: cls `logits` [N, classes]; backbone four NCHW feature maps (strides 4, 8, 16, 32);
 seg `label_map` int32 [N, H, W] (argmax of the logits at input size).
-det uses PaddleDetection's own exporter: OUTPUT/<config name>/model.pdmodel + infer_cfg.yml, inputs
+det uses PaddleDetection's own exporter: OUTPUT/model.pdmodel + infer_cfg.yml, inputs
 `image` [N, 3, H, W], `im_shape` [N, 2] (h, w after resize) and `scale_factor` [N, 2] (resize ratios y, x);
 outputs `bbox` [M, 6] (class, score, x0, y0, x1, y1), `bbox_num` [N] and `mask` [M, H0, W0].
 """
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,6 +34,8 @@ from paddle.static import InputSpec  # noqa: E402
 
 from swin_backbone import PRESETS, load_pretrained  # noqa: E402
 from swin_backbone.presets import create_model  # noqa: E402
+from swin_backbone.runtime import non_negative_int, positive_int, run_tool  # noqa: E402
+from swin_backbone.safe_load import check_pickle_file  # noqa: E402
 
 ONNX_OPSET = 13
 
@@ -53,14 +57,13 @@ def build(args: argparse.Namespace) -> paddle.nn.Layer:
         if args.weights:
             load_pretrained(model, args.weights, strict=args.task == "cls")
         return model
-    if not args.config:
-        raise SystemExit("--task seg needs --config")
     import swin_backbone.paddleseg  # noqa: F401
     from paddleseg.cvlibs import Config, SegBuilder
     from paddleseg.utils import utils
 
     model = SegBuilder(Config(args.config, opts=["model.backbone.pretrained=None"])).model
     if args.weights:
+        check_pickle_file(args.weights, "--weights")  # PaddleSeg's loader unpickles without limits
         utils.load_entire_model(model, args.weights)
     return SegmentationLabels(model)
 
@@ -94,7 +97,7 @@ def export_onnx(prefix: str, check_shapes: List[tuple]) -> str:
 
 def export_det(args: argparse.Namespace) -> Dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from det_common import load_config
+    from det_common import load_config, load_weights
 
     overrides = {"weights": args.weights} if args.weights else {}
     cfg = load_config(args.config, overrides)
@@ -102,14 +105,21 @@ def export_det(args: argparse.Namespace) -> Dict:
 
     trainer = Trainer(cfg, mode="test")
     if args.weights:
-        trainer.load_weights(args.weights)
+        load_weights(trainer, args.weights)
     # ppdet calls to_static without full_graph; Paddle 2.6 then traces with SOT, whose result has no
     # main_program for ppdet's exporter. This makes the default the AST (full graph) translator.
     os.environ["ENABLE_FALL_BACK"] = "False"
-    trainer.export(args.output)
-    folder = os.path.join(args.output, cfg.filename)
-    return {"task": "det", "model_dir": folder, "inputs": ["image", "im_shape", "scale_factor"],
-            "outputs": ["bbox", "bbox_num", "mask"]}
+    # ppdet writes into OUTPUT/<config name>/: export beside, then move the files to OUTPUT itself
+    staging = tempfile.mkdtemp(prefix=".export-", dir=args.output)
+    try:
+        trainer.export(staging)
+        written = os.path.join(staging, cfg.filename)
+        for name in os.listdir(written):
+            os.replace(os.path.join(written, name), os.path.join(args.output, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"task": "det", "inputs": ["image", "im_shape", "scale_factor"], "outputs": ["bbox", "bbox_num", "mask"],
+            "config": args.config}
 
 
 def main(argv=None) -> Dict:
@@ -119,18 +129,20 @@ def main(argv=None) -> Dict:
                         help="preset for cls / backbone")
     parser.add_argument("--config", help="PaddleSeg / PaddleDetection config for seg / det")
     parser.add_argument("--weights", help=".pdparams, or an authors' .pth for cls / backbone")
-    parser.add_argument("--num-classes", type=int)
-    parser.add_argument("--img-size", type=int)
-    parser.add_argument("--window-size", type=int)
+    parser.add_argument("--num-classes", type=non_negative_int)
+    parser.add_argument("--img-size", type=positive_int)
+    parser.add_argument("--window-size", type=positive_int)
     parser.add_argument("--output", required=True)
     parser.add_argument("--onnx", action="store_true",
                         help="cls / backbone: also write model.onnx and check it with onnxruntime")
     args = parser.parse_args(argv)
+    if args.task in ("seg", "det") and not args.config:
+        parser.error(f"--task {args.task} needs --config")
     if args.onnx and args.task not in ("cls", "backbone"):
         parser.error("--onnx converts the classifier and the backbone (Paddle2ONNX 1.3.1 mis-converts the UperNet "
                      "head's adaptive pooling at runtime sizes, and the R-CNN heads); use Paddle Inference for seg/det")
-    if args.weights and not os.path.isfile(args.weights):
-        raise SystemExit(f"--weights: no file at {args.weights}")
+    if args.weights and not (os.path.isfile(args.weights) or os.path.isfile(args.weights + ".pdparams")):
+        raise FileNotFoundError(f"--weights: no file at {args.weights}")
     if not args.weights:
         print("note: no --weights given: exporting randomly initialised weights")
     os.makedirs(args.output, exist_ok=True)
@@ -140,15 +152,15 @@ def main(argv=None) -> Dict:
         prefix = export_static(build(args), args.output)
         outputs = {"cls": ["logits"], "backbone": ["stage0", "stage1", "stage2", "stage3"],
                    "seg": ["label_map"]}[args.task]
-        info = {"task": args.task, "model_dir": args.output, "inputs": ["image"], "input_shape": [None, 3, None, None],
-                "outputs": outputs, "model": args.model if args.task != "seg" else args.config}
+        info = {"task": args.task, "inputs": ["image"], "input_shape": [None, 3, None, None], "outputs": outputs,
+                "model": args.model if args.task != "seg" else args.config}
         if args.onnx:
             info["onnx"] = export_onnx(prefix, [(1, 3, 97, 131), (2, 3, 224, 224)])
     with open(os.path.join(args.output, "export.json"), "w") as handle:
         json.dump(info, handle, indent=1)
-    print(f"exported {args.task} to {info['model_dir']}")
+    print(f"exported {args.task} to {args.output}")
     return info
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -18,7 +18,8 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 
 import numpy as np  # noqa: E402
 
-from swin_backbone.runtime import available_cores, run_tool  # noqa: E402
+from swin_backbone.errors import MalformedFileError, SwinInputError  # noqa: E402
+from swin_backbone.runtime import available_cores, image_size, positive_int, run_tool  # noqa: E402
 
 # oneDNN kernels for the heavy ops only: its elementwise_add fails ("could not reshape a memory
 # descriptor") on the broadcasts of the runtime-shaped window mask.
@@ -57,7 +58,7 @@ class Predictor:
     def __call__(self, images: np.ndarray) -> List[np.ndarray]:
         """float32 [N, 3, H, W] -> the model's outputs (detectors also get im_shape and scale_factor 1)."""
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected an input of shape [N, 3, H, W], got {list(images.shape)}")
+            raise SwinInputError(f"expected an input of shape [N, 3, H, W], got {list(images.shape)}")
         batch, _, height, width = images.shape
         feeds = {"image": np.ascontiguousarray(images, dtype=np.float32),
                  "im_shape": np.tile(np.array([[height, width]], "float32"), (batch, 1)),
@@ -87,23 +88,29 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--image", help="a picture (otherwise random input of --size)")
-    parser.add_argument("--size", default="224x224", help="HxW of random input")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size", type=image_size, default=(224, 224), help="HxW of random input")
+    parser.add_argument("--batch", type=positive_int, default=1)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--gpu", action="store_true")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--threads", type=positive_int)
     parser.add_argument("--no-onednn", action="store_true")
     parser.add_argument("--output", help="where seg writes its class map (PNG)")
     args = parser.parse_args(argv)
     info_path = os.path.join(args.model_dir, "export.json")
-    info = json.load(open(info_path)) if os.path.isfile(info_path) else {"task": "unknown"}
+    info = {"task": "unknown"}
+    if os.path.isfile(info_path):
+        try:
+            with open(info_path) as handle:
+                info = dict(json.load(handle))
+        except (ValueError, TypeError) as error:
+            raise MalformedFileError(f"{info_path}: not a readable export description ({error})") from None
     # oneDNN limited to ONEDNN_OPS breaks the R-CNN graph's activation fusions: plain kernels for det.
     onednn = not args.no_onednn and info["task"] != "det"
-    predictor = Predictor(info.get("model_dir", args.model_dir), args.gpu, args.threads, onednn)
+    predictor = Predictor(args.model_dir, args.gpu, args.threads, onednn)  # exactly the folder given
     if args.image:
         images = load_image(args.image, None)
     else:
-        height, width = (int(v) for v in args.size.lower().split("x"))
+        height, width = args.size
         images = np.random.rand(args.batch, 3, height, width).astype("float32")
     outputs = predictor(images)
     times = []
@@ -127,4 +134,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_tool(main, (FileNotFoundError, ValueError))
+    run_tool(main)

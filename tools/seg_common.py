@@ -10,7 +10,9 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 import paddle  # noqa: E402
 
 import swin_backbone.paddleseg  # noqa: E402,F401  (registers SwinBackbone, SwinUperNet, transforms)
-from swin_backbone.runtime import set_num_threads  # noqa: E402
+from swin_backbone.errors import SwinInputError  # noqa: E402
+from swin_backbone.runtime import non_negative_int, positive_int, set_num_threads  # noqa: E402
+from swin_backbone.safe_load import check_pickle_file  # noqa: E402
 
 ADE_LAYOUT = ("ADEChallengeData2016 layout: ROOT/images/{training,validation}/*.jpg and "
               "ROOT/annotations/{training,validation}/*.png (same names; 0 = unlabelled, 1..150 classes)")
@@ -22,8 +24,8 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--opts", nargs="+", default=None, help="overrides, e.g. train_dataset.dataset_root=DIR")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="fp16: AMP (GPU)")
     parser.add_argument("--amp_level", choices=["O1", "O2"], default="O1")
-    parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--num_workers", type=non_negative_int, default=0)
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
     return parser
 
 
@@ -57,3 +59,22 @@ def check_ade20k(dataset_cfg: dict) -> None:
         raise FileNotFoundError(f"ADE20K not found: {' and '.join(repr(m) for m in missing)} missing. Expected the "
                                 f"{ADE_LAYOUT}; set it with --opts train_dataset.dataset_root=ROOT "
                                 "val_dataset.dataset_root=ROOT")
+
+
+def check_weights(path: str, what: str) -> str:
+    """A local weights file checked by our safe reader, before PaddleSeg's loader (plain pickle) reads it."""
+    if "://" in path:
+        raise SwinInputError(f"{what} {path}: weights must be a local file (nothing is downloaded)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no file at {path}")
+    check_pickle_file(path, what)
+    return path
+
+
+def check_resume(folder: str) -> str:
+    """A save_dir/iter_N folder whose model.pdparams and model.pdopt pass our safe reader."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--resume_model: no folder at {folder} (expected save_dir/iter_N)")
+    for name in ("model.pdparams", "model.pdopt"):
+        check_weights(os.path.join(folder, name), "--resume_model")
+    return folder

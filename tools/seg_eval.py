@@ -3,21 +3,19 @@
     python tools/seg_eval.py --config seg_configs/upernet_swin_tiny_ade20k_512x512_160k.yml \
         --model_path output/best_model/model.pdparams [--aug_eval --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip_horizontal]
 """
-import os
 
-from seg_common import arg_parser, check_ade20k, setup
-from swin_backbone.runtime import run_tool
+from seg_common import arg_parser, check_ade20k, check_weights, setup
+from swin_backbone.runtime import positive_float, run_tool
 
 
 def main(argv=None):
     parser = arg_parser(__doc__)
     parser.add_argument("--model_path", required=True)
     parser.add_argument("--aug_eval", action="store_true", help="multi-scale and/or flip test")
-    parser.add_argument("--scales", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--scales", nargs="+", type=positive_float, default=[1.0])
     parser.add_argument("--flip_horizontal", action="store_true")
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.model_path):
-        raise FileNotFoundError(f"--model_path: no file at {args.model_path}")
+    check_weights(args.model_path, "--model_path")
     cfg, builder = setup(args)
     check_ade20k(cfg.val_dataset_cfg)
     from paddleseg.core import evaluate

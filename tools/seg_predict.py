@@ -5,8 +5,8 @@
 """
 import os
 
-from seg_common import arg_parser, setup
-from swin_backbone.runtime import run_tool
+from seg_common import arg_parser, check_weights, setup
+from swin_backbone.runtime import positive_float, run_tool
 
 
 def main(argv=None):
@@ -15,12 +15,12 @@ def main(argv=None):
     parser.add_argument("--image_path", required=True, help="a picture, a folder, or a .txt list of pictures")
     parser.add_argument("--save_dir", default="output/predict")
     parser.add_argument("--aug_pred", action="store_true")
-    parser.add_argument("--scales", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--scales", nargs="+", type=positive_float, default=[1.0])
     parser.add_argument("--flip_horizontal", action="store_true")
     args = parser.parse_args(argv)
-    for path, what in ((args.model_path, "--model_path"), (args.image_path, "--image_path")):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{what}: nothing at {path}")
+    if not os.path.exists(args.image_path):
+        raise FileNotFoundError(f"--image_path: nothing at {args.image_path}")
+    check_weights(args.model_path, "--model_path")
     cfg, builder = setup(args)
     from paddleseg.core import predict
     from paddleseg.transforms import Compose

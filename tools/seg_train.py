@@ -6,8 +6,8 @@
     python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/seg_train.py --config ... --precision fp16
 """
 
-from seg_common import arg_parser, check_ade20k, setup
-from swin_backbone.runtime import run_tool
+from seg_common import arg_parser, check_ade20k, check_resume, setup
+from swin_backbone.runtime import positive_float, positive_int, run_tool
 
 
 def main(argv=None):
@@ -15,14 +15,16 @@ def main(argv=None):
     parser.add_argument("--do_eval", action="store_true", help="evaluate at every save")
     parser.add_argument("--resume_model", help="a save_dir/iter_N folder to continue from")
     parser.add_argument("--save_dir", default="output")
-    parser.add_argument("--iters", type=int)
-    parser.add_argument("--batch_size", type=int, help="per GPU")
-    parser.add_argument("--learning_rate", type=float)
-    parser.add_argument("--save_interval", type=int, default=1000)
-    parser.add_argument("--log_iters", type=int, default=10)
-    parser.add_argument("--keep_checkpoint_max", type=int, default=5)
+    parser.add_argument("--iters", type=positive_int)
+    parser.add_argument("--batch_size", type=positive_int, help="per GPU")
+    parser.add_argument("--learning_rate", type=positive_float)
+    parser.add_argument("--save_interval", type=positive_int, default=1000)
+    parser.add_argument("--log_iters", type=positive_int, default=10)
+    parser.add_argument("--keep_checkpoint_max", type=positive_int, default=5)
     parser.add_argument("--use_vdl", action="store_true", help="VisualDL logs")
     args = parser.parse_args(argv)
+    if args.resume_model:
+        check_resume(args.resume_model)
     cfg, builder = setup(args, iters=args.iters, batch_size=args.batch_size, learning_rate=args.learning_rate)
     check_ade20k(cfg.train_dataset_cfg)
     if args.do_eval:

@@ -1,0 +1,266 @@
+"""The one reader for pickle-based files: nothing the project opens can run code.
+
+Paddle's `.pdparams` / `.pdopt`, torch's `.pth` (a zip around a pickle) and CIFAR-10's batches are pickles,
+and unpickling calls whatever function a file names. This reader resolves only what those formats need:
+numpy arrays of numeric dtypes, plain containers, and torch's tensor rebuild functions, which become numpy
+arrays checked against their storage. Anything else is refused with one sentence that names the file and
+the global it asked for; a truncated or corrupt file gets one sentence too.
+
+    load_pickle_file(path)       a .pdparams / .pdopt / other pickle: nested dicts and lists of numpy arrays
+    check_pickle_file(path)      the same check, for a file we hand to PaddleDetection's or PaddleSeg's loader
+    read_torch_checkpoint(path)  a torch.save zip: nested dicts of numpy arrays, every view bounds-checked
+    unpickle_bytes(data, source) a pickle in memory (a CIFAR batch from a tarball)
+"""
+import collections
+import io
+import os
+import pickle
+import zipfile
+import zlib
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from .errors import MalformedFileError, UnsafeFileError
+
+_NUMERIC_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex
+# Harmless constructors of plain values that pickles of numbers and containers name.
+_BUILTINS = {"tuple": tuple, "list": list, "dict": dict, "set": set, "frozenset": frozenset, "complex": complex,
+             "bytearray": bytearray}
+_TORCH_STORAGES = {
+    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
+    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}
+# Tensors may share storage (views, tied weights), but together they may not declare more than this many
+# times the bytes the file's storages really hold: a crafted header cannot ask for a huge allocation.
+_VIEW_BUDGET = 4
+
+
+def _numpy_core():
+    """numpy's multiarray and numeric modules (numpy._core in numpy 2, numpy.core before)."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:
+        from numpy.core import multiarray, numeric
+    return multiarray, numeric
+
+
+def _numeric_dtype(dtype: np.dtype, source: str) -> np.dtype:
+    if dtype.hasobject or dtype.kind not in _NUMERIC_KINDS:
+        raise UnsafeFileError(f"{source}: refusing an array of dtype {dtype}: only numeric arrays are allowed")
+    return dtype
+
+
+def _latin1_encode(text: Any, encoding: str = "latin1") -> bytes:
+    """_codecs.encode as protocol-2 pickles use it for bytes; nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is allowed only for latin-1 strings")
+    return text.encode("latin1")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves numpy's array and scalar rebuilders (numeric dtypes only) and plain containers; nothing else."""
+
+    def __init__(self, data: bytes, source: str, encoding: str = "ASCII"):
+        super().__init__(io.BytesIO(data), encoding=encoding)
+        self.source = source
+
+    def numpy_global(self, name: str) -> Optional[Callable]:
+        multiarray, numeric = _numpy_core()
+        source = self.source
+
+        def scalar(dtype: np.dtype, *args: Any) -> Any:
+            return multiarray.scalar(_numeric_dtype(dtype, source), *args)
+
+        def frombuffer(buffer: Any, dtype: np.dtype, shape: Tuple[int, ...], order: str) -> np.ndarray:
+            return numeric._frombuffer(buffer, _numeric_dtype(dtype, source), shape, order)
+
+        return {"_reconstruct": multiarray._reconstruct, "scalar": scalar, "_frombuffer": frombuffer}.get(name)
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = None
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric"):
+            found = self.numpy_global(name)
+        elif module == "numpy" and name in ("ndarray", "dtype"):
+            found = getattr(np, name)
+        elif (module, name) == ("collections", "OrderedDict"):
+            found = collections.OrderedDict
+        elif module in ("builtins", "__builtin__"):
+            found = _BUILTINS.get(name)
+        elif (module, name) == ("_codecs", "encode"):
+            found = lambda text, encoding="latin1": _latin1_encode(text, encoding)  # noqa: E731  (fresh per file)
+        if found is None:
+            raise UnsafeFileError(
+                f"{self.source}: refusing to load {module}.{name}: only arrays, tensors and plain containers are "
+                "allowed (the file may be malicious, or hold objects other than weights and data)")
+        return found
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeFileError(f"{self.source}: refusing a persistent reference {pid!r} in a plain pickle")
+
+
+def _check_values(value: Any, source: str, depth: int = 0) -> Any:
+    """Walk what was unpickled: every array numeric (an object array could smuggle anything back in)."""
+    if depth > 100:
+        raise MalformedFileError(f"{source}: nested more than 100 levels deep")
+    if isinstance(value, np.ndarray) or isinstance(value, np.generic):
+        _numeric_dtype(value.dtype, source)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(key, source, depth + 1)
+            _check_values(item, source, depth + 1)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _check_values(item, source, depth + 1)
+    return value
+
+
+def unpickle_bytes(data: bytes, source: str, encoding: str = "ASCII", unpickler: type = _RestrictedUnpickler,
+                   **kwargs: Any) -> Any:
+    """Unpickle `data` (from `source`, named in errors) allowing only numeric arrays and plain containers."""
+    try:
+        value = unpickler(data, source, encoding=encoding, **kwargs).load()
+    except (UnsafeFileError, MalformedFileError):
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            UnicodeDecodeError, RecursionError, MemoryError, zipfile.BadZipFile, zlib.error, OSError) as error:
+        raise MalformedFileError(f"{source}: not a readable pickle (truncated or corrupt?): "
+                                 f"{type(error).__name__}: {error}") from None
+    return _check_values(value, source)
+
+
+def _read_file(path: str, what: str) -> bytes:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def load_pickle_file(path: str, what: str = "file") -> Any:
+    """A Paddle `.pdparams` / `.pdopt` (or any pickle of arrays): its dicts and lists, with numpy arrays.
+
+    Paddle pickles a state dict's tensors as numpy arrays (and a loose tensor as a (name, array) tuple),
+    so what comes back feeds `set_state_dict` directly.
+    """
+    data = _read_file(path, what)
+    if data[:2] == b"PK":
+        raise MalformedFileError(f"{path}: a zip archive (a torch .pth?), not a Paddle pickle")
+    value = unpickle_bytes(data, path, encoding="latin1")
+    if isinstance(value, dict):  # Paddle's own bookkeeping, dropped by paddle.load too
+        value.pop("StructuredToParameterName@@", None)
+    return value
+
+
+def check_pickle_file(path: str, what: str = "file") -> None:
+    """Refuse `path` (UnsafeFileError / MalformedFileError) unless it holds only arrays and plain containers.
+
+    For files we hand to PaddleDetection's or PaddleSeg's own loaders, which call pickle without limits.
+    """
+    if zipfile.is_zipfile(path):
+        read_torch_checkpoint(path)
+    else:
+        load_pickle_file(path, what)
+
+
+# ------------------------------------------------------------------------------------------------- torch
+def _bfloat16_to_float32(raw: np.ndarray) -> np.ndarray:
+    return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+class _TorchUnpickler(_RestrictedUnpickler):
+    """For torch's data.pkl: also resolves tensor rebuilds and storage types, reading storages from the zip."""
+
+    _rebuilds = {"_rebuild_tensor_v2", "_rebuild_tensor", "_rebuild_parameter"}
+
+    def __init__(self, data: bytes, source: str, encoding: str = "ASCII", archive: zipfile.ZipFile = None,
+                 prefix: str = ""):
+        super().__init__(data, source, encoding)
+        self._archive = archive
+        self._prefix = prefix
+        self._storages: Dict[str, np.ndarray] = {}
+        stored = sum(i.file_size for i in archive.infolist() if i.filename.startswith(f"{prefix}data/"))
+        self._budget = _VIEW_BUDGET * stored
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" and name in _TORCH_STORAGES:
+            return name
+        if module == "torch._utils" and name in self._rebuilds:
+            return getattr(self, name.lstrip("_"))
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> np.ndarray:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise UnsafeFileError(f"{self.source}: unexpected persistent id {pid!r}")
+        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+        if storage_type not in _TORCH_STORAGES:
+            raise UnsafeFileError(f"{self.source}: unsupported storage type {storage_type!r}")
+        if key not in self._storages:
+            dtype = _TORCH_STORAGES[storage_type]
+            itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+            name = f"{self._prefix}data/{key}"
+            try:
+                info = self._archive.getinfo(name)
+            except KeyError:
+                raise MalformedFileError(f"{self.source}: storage {name} is missing from the archive") from None
+            if not isinstance(numel, int) or numel < 0 or info.file_size != numel * itemsize:
+                raise MalformedFileError(f"{self.source}: storage {name} declares {numel!r} elements of {itemsize} "
+                                         f"bytes but holds {info.file_size} bytes")
+            raw = np.frombuffer(self._archive.read(name), dtype=np.uint16 if dtype == "bfloat16" else dtype)
+            self._storages[key] = _bfloat16_to_float32(raw) if dtype == "bfloat16" else raw
+        return self._storages[key]
+
+    def rebuild_tensor_v2(self, storage: np.ndarray, offset: Any, size: Any, stride: Any, *_unused: Any) -> np.ndarray:
+        """A copy of the view (offset, size, stride) of `storage`, refused unless it lies inside the storage."""
+        if not isinstance(storage, np.ndarray):
+            raise MalformedFileError(f"{self.source}: a tensor without a storage")
+        fields = (offset, *size, *stride) if isinstance(size, tuple) and isinstance(stride, tuple) else None
+        if (fields is None or len(size) != len(stride)
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in fields)):
+            raise MalformedFileError(f"{self.source}: invalid tensor layout offset={offset!r} size={size!r} "
+                                     f"stride={stride!r}")
+        numel = int(np.prod(size, dtype=object)) if size else 1
+        if numel == 0:
+            return np.zeros(size, storage.dtype)
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= storage.size or numel > storage.size:
+            raise MalformedFileError(f"{self.source}: a tensor of size {list(size)}, stride {list(stride)} at offset "
+                                     f"{offset} reaches beyond its storage of {storage.size} elements")
+        self._budget -= numel * storage.itemsize
+        if self._budget < 0:
+            raise MalformedFileError(f"{self.source}: its tensors declare more than {_VIEW_BUDGET}x the data the "
+                                     "file holds")
+        if not size:
+            return np.array(storage[offset])
+        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
+                                               strides=[s * storage.itemsize for s in stride], writeable=False)
+        return np.ascontiguousarray(view)
+
+    def rebuild_tensor(self, storage: np.ndarray, offset: Any, size: Any, stride: Any) -> np.ndarray:
+        return self.rebuild_tensor_v2(storage, offset, size, stride)
+
+    @staticmethod
+    def rebuild_parameter(tensor: np.ndarray, *_unused: Any) -> np.ndarray:
+        return tensor
+
+
+def read_torch_checkpoint(path: str) -> Dict[str, Any]:
+    """A `torch.save` zip file as nested dicts of numpy arrays, executing nothing from its pickle."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise MalformedFileError(f"{path} is not a torch zip checkpoint (saved by torch >= 1.6); re-save it with "
+                                 "torch.save(obj, path) in a recent torch, or pass a converted .pdparams")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            if len(pickles) != 1:
+                raise MalformedFileError(f"{path}: expected one data.pkl in the torch archive, found {pickles}")
+            prefix = pickles[0][: -len("data.pkl")]
+            byteorder = f"{prefix}byteorder"
+            if byteorder in archive.namelist() and archive.read(byteorder).decode().strip() != "little":
+                raise MalformedFileError(f"{path}: big-endian checkpoints are not supported")
+            return unpickle_bytes(archive.read(pickles[0]), path, unpickler=_TorchUnpickler, archive=archive,
+                                  prefix=prefix)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
+        raise MalformedFileError(f"{path}: unreadable zip archive (truncated or corrupt?): {error}") from None

@@ -1,0 +1,356 @@
+"""Safe by default: no file we read runs code, malformed files cannot read outside their buffers, and bad
+input ends in one line `error: ...` (exit 1; argparse's 2 for usage) instead of a traceback or a silent run."""
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+from synthetic_data import write_ade20k, write_coco
+from torch_format import CraftedTensor, save_torch_zip
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import checkpoint_io  # noqa: E402
+import cls_train  # noqa: E402
+
+from swin_backbone import (MalformedFileError, SwinInputError, SwinTransformer, UnsafeFileError,  # noqa: E402
+                           load_pickle_file, load_pretrained)
+
+TINY_BACKBONE = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
+TINY_CLS = ["--embed-dim", "16", "--depths", "1,1,1,1", "--num-heads", "1,1,2,2"]
+
+
+class Exploit:
+    """Unpickling this runs `touch marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def evil_pdparams(folder, name="evil.pdparams"):
+    """(a .pdparams whose pickle runs a command, the marker file that command would create)."""
+    marker = folder / f"{name}.ran"
+    path = folder / name
+    path.write_bytes(pickle.dumps({"patch_embed.proj.weight": Exploit(marker)}, protocol=4))
+    return str(path), marker
+
+
+def run(script, *args, timeout=600):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+    return proc
+
+
+def assert_one_line_error(proc, *fragments, code=1):
+    err = proc.stderr.strip()
+    assert proc.returncode == code, (proc.returncode, proc.stdout[-2000:], err[-3000:])
+    last = err.splitlines()[-1] if err else ""
+    assert "Traceback" not in err, err[-3000:]
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)
+    return last
+
+
+# ------------------------------------------------------------------------------- malicious pickles
+def test_api_refuses_malicious_pdparams(tmp_path):
+    path, marker = evil_pdparams(tmp_path)
+    with pytest.raises(UnsafeFileError, match=r"evil\.pdparams.*posix\.system|evil\.pdparams.*os\.system"):
+        load_pretrained(SwinTransformer(**TINY_BACKBONE), path)
+    with pytest.raises(UnsafeFileError):
+        load_pickle_file(path)
+    assert not marker.exists()
+
+
+def test_tools_refuse_malicious_pdparams(tmp_path):
+    path, marker = evil_pdparams(tmp_path)
+    proc = run("convert_weights.py", path, str(tmp_path / "out.pdparams"))
+    assert_one_line_error(proc, "error:", "evil.pdparams", "refusing to load")
+    assert not (tmp_path / "out.pdparams").exists()
+    proc = run("export.py", "--task", "cls", "--model", "swin_tiny_patch2_window4_32", "--weights", path,
+               "--output", str(tmp_path / "export"))
+    assert_one_line_error(proc, "error:", "refusing to load")
+    picture = tmp_path / "p.png"
+    import cv2
+
+    cv2.imwrite(str(picture), np.full((32, 32, 3), 120, np.uint8))
+    proc = run("cls_train.py", "--predict", str(picture), "--weights", path, *TINY_CLS)
+    assert_one_line_error(proc, "error:", "refusing to load")
+    assert not marker.exists()
+
+
+def test_resume_refuses_malicious_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "last"
+    last.mkdir(parents=True)
+    _, marker = evil_pdparams(last, "model.pdparams")
+    evil_pdparams(last, "optimizer.pdopt")
+    (last / "state.json").write_text(json.dumps({"epoch": 0, "best_top1": 0, "model": "swin_tiny_patch2_window4_32"}))
+    proc = run("cls_train.py", "--synthetic", "--resume", str(run_dir), "--epochs", "2", *TINY_CLS)
+    assert_one_line_error(proc, "error:", "refusing to load")
+    assert not marker.exists() and not (last / "optimizer.pdopt.ran").exists()
+
+
+def test_framework_loaders_get_only_checked_files(tmp_path):
+    """PaddleSeg's and PaddleDetection's own loaders (plain pickle) never see a file our reader refuses."""
+    path, marker = evil_pdparams(tmp_path)
+    ade = os.path.join(write_ade20k(str(tmp_path / "ade"), splits=(("validation", 1),)), "ADEChallengeData2016")
+    proc = run("seg_eval.py", "--config", os.path.join(ROOT, "seg_configs", "upernet_swin_smoke.yml"),
+               "--model_path", path, "--opts", f"val_dataset.dataset_root={ade}")
+    assert_one_line_error(proc, "error:", "refusing to load")
+    coco = write_coco(str(tmp_path / "coco"), splits=(("train", 2), ("val", 1)))
+    proc = run("det_train.py", "-c", os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml"), "-o",
+               f"TrainDataset.dataset_dir={coco}", f"pretrain_weights={path}", f"save_dir={tmp_path / 'o'}")
+    assert_one_line_error(proc, "error:", "refusing to load")
+    assert not marker.exists()
+
+
+def test_cifar_tarball_cannot_run_code(tmp_path):
+    marker = tmp_path / "cifar.ran"
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name in cls_train.TRAIN_BATCHES + ["test_batch"]:
+            blob = pickle.dumps({b"data": Exploit(marker), b"labels": [0]}, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    with pytest.raises(UnsafeFileError, match="data_batch_1"):
+        cls_train.load_cifar10(str(path))
+    proc = run("cls_train.py", "--data", str(path), "--epochs", "1", *TINY_CLS)
+    assert_one_line_error(proc, "error:", "refusing to load")
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- out-of-bounds .pth
+OUT_OF_BOUNDS = {
+    "huge stride": dict(storage=np.zeros(4, np.float32), offset=0, size=(4, 4), stride=(2 ** 28, 1)),
+    "offset past the end": dict(storage=np.zeros(96, np.float32), offset=10 ** 9, size=(96,), stride=(1,)),
+    "more elements than the storage": dict(storage=np.zeros(4, np.float32), offset=0, size=(100_000,), stride=(1,)),
+    "37 GiB from 16 bytes": dict(storage=np.zeros(4, np.float32), offset=0, size=(100_000, 100_000), stride=(0, 0)),
+    "storage shorter than declared": dict(storage=np.zeros(4, np.float32), offset=0, size=(4,), stride=(1,),
+                                          declared_numel=10 ** 6),
+    "negative stride": dict(storage=np.zeros(4, np.float32), offset=3, size=(4,), stride=(-1,)),
+}
+
+READ = """
+import sys
+sys.path.insert(0, {root!r})
+import swin_backbone
+from swin_backbone import MalformedFileError, read_torch_checkpoint
+try:
+    read_torch_checkpoint({path!r})
+except MalformedFileError as error:
+    print("REFUSED", error)
+"""
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_BOUNDS))
+def test_pth_views_are_bounds_checked(tmp_path, case):
+    """In a subprocess: a segfault or a heap read would not be caught by pytest otherwise."""
+    path = str(tmp_path / "crafted.pth")
+    save_torch_zip({"model": {"layers.0.blocks.0.norm1.weight": CraftedTensor(**OUT_OF_BOUNDS[case])}}, path)
+    proc = subprocess.run([sys.executable, "-c", READ.format(root=ROOT, path=path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.startswith("REFUSED") and "crafted.pth" in proc.stdout, proc.stdout
+
+
+def test_convert_tool_writes_nothing_from_a_crafted_pth(tmp_path):
+    path = str(tmp_path / "crafted.pth")
+    save_torch_zip({"model": {"patch_embed.proj.weight": CraftedTensor(
+        np.zeros(4, np.float32), 10 ** 9, (96,), (1,))}}, path)
+    proc = run("convert_weights.py", path, str(tmp_path / "out.pdparams"))
+    assert_one_line_error(proc, "error:", "beyond its storage")
+    assert not (tmp_path / "out.pdparams").exists()
+
+
+# ----------------------------------------------------------------------------- genuine files still load
+def test_genuine_files_still_load(tmp_path):
+    model = SwinTransformer(**TINY_BACKBONE)
+    paddle.save(model.state_dict(), str(tmp_path / "m.pdparams"))
+    state = load_pickle_file(str(tmp_path / "m.pdparams"))
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(state[name], value.numpy())
+    optimizer = paddle.optimizer.AdamW(learning_rate=paddle.optimizer.lr.CosineAnnealingDecay(0.1, 10),
+                                       parameters=model.parameters())
+    model(paddle.rand([1, 3, 32, 32]))[0].mean().backward()
+    optimizer.step()
+    paddle.save(optimizer.state_dict(), str(tmp_path / "o.pdopt"))
+    opt_state = load_pickle_file(str(tmp_path / "o.pdopt"))
+    assert opt_state["LR_Scheduler"]["last_epoch"] == 0 and set(opt_state) == set(paddle.load(str(tmp_path / "o.pdopt")))
+    fresh = paddle.optimizer.AdamW(learning_rate=paddle.optimizer.lr.CosineAnnealingDecay(0.1, 10),
+                                   parameters=model.parameters())
+    fresh.set_state_dict(opt_state)
+    pth = str(tmp_path / "m.pth")
+    from test_convert import authors_layout
+
+    save_torch_zip({"model": authors_layout(model)}, pth)
+    again = SwinTransformer(**TINY_BACKBONE)
+    assert load_pretrained(again, pth, strict=True, verbose=False).clean
+    np.testing.assert_array_equal(again.layers[0].blocks[0].attn.qkv.weight.numpy(),
+                                  model.layers[0].blocks[0].attn.qkv.weight.numpy())
+
+
+def test_object_arrays_are_refused(tmp_path):
+    path = tmp_path / "objects.pdparams"
+    path.write_bytes(pickle.dumps({"w": np.array([1, "x"], dtype=object)}))
+    with pytest.raises(UnsafeFileError, match="dtype object"):
+        load_pickle_file(str(path))
+
+
+# ------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("args, fragment", [
+    (["--batch-size", "-4"], "argument --batch-size"), (["--batch-size", "0"], "argument --batch-size"),
+    (["--epochs", "0"], "argument --epochs"), (["--epochs", "-1"], "argument --epochs"),
+    (["--lr", "0"], "argument --lr"), (["--depths", "2,x"], "argument --depths"),
+])
+def test_cls_train_rejects_nonsense_numbers(args, fragment):
+    with pytest.raises(SystemExit) as stop:
+        cls_train.parse_args(["--synthetic", *args])
+    assert stop.value.code == 2
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path):
+    proc = run("cls_train.py", "--synthetic", "--batch-size", "-4")
+    assert_one_line_error(proc, "argument --batch-size", code=2)
+    proc = run("infer.py", "--model-dir", str(tmp_path), "--size", "0x0")
+    assert_one_line_error(proc, "argument --size", code=2)
+    proc = run("infer.py", "--model-dir", str(tmp_path), "--batch", "0")
+    assert_one_line_error(proc, "argument --batch", code=2)
+
+
+def test_conversion_that_matches_nothing_fails(tmp_path):
+    resnet = {"conv1.weight": np.zeros((64, 3, 7, 7), np.float32), "fc.weight": np.zeros((1000, 2048), np.float32)}
+    path = str(tmp_path / "resnet50.pth")
+    save_torch_zip({"state_dict": resnet}, path)
+    proc = run("convert_weights.py", path, str(tmp_path / "out.pdparams"))
+    assert_one_line_error(proc, "error:", "none of its 2 tensors matches")
+    assert not (tmp_path / "out.pdparams").exists()
+
+
+def test_broken_files_get_one_line(tmp_path):
+    garbage = tmp_path / "cifar-10-python.tar.gz"
+    garbage.write_bytes(b"\x1f\x8b" + os.urandom(300))
+    assert_one_line_error(run("cls_train.py", "--data", str(garbage), *TINY_CLS), "error:", "truncated or corrupt")
+    good = tmp_path / "good.tar.gz"
+    cls_train.write_cifar10_tarball(str(good), cls_train.synthetic_cifar10(2, 1))
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    assert_one_line_error(run("cls_train.py", "--data", str(truncated), *TINY_CLS), "error:", "truncated.tar.gz")
+    bad_labels = tmp_path / "labels.tar.gz"
+    data = cls_train.synthetic_cifar10(2, 1)
+    data["train"][1][3] = 12
+    cls_train.write_cifar10_tarball(str(bad_labels), data)
+    assert_one_line_error(run("cls_train.py", "--data", str(bad_labels), *TINY_CLS), "error:", "labels", "0..9")
+    not_a_picture = tmp_path / "cat.png"
+    not_a_picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    proc = run("cls_train.py", "--predict", str(not_a_picture), "--weights", str(tmp_path / "none.pdparams"))
+    assert_one_line_error(proc, "error:", "not a readable picture")
+
+
+def test_broken_resume_files_get_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run("cls_train.py", "--synthetic", "--epochs", "1", "--output", str(run_dir), "--batch-size", "100",
+               *TINY_CLS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model_file = run_dir / "last" / "model.pdparams"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    proc = run("cls_train.py", "--synthetic", "--epochs", "2", "--resume", str(run_dir), *TINY_CLS)
+    assert_one_line_error(proc, "error:", "model.pdparams", "truncated or corrupt")
+    (run_dir / "last" / "state.json").write_text("{not json")
+    proc = run("cls_train.py", "--synthetic", "--epochs", "2", "--resume", str(run_dir), *TINY_CLS)
+    assert_one_line_error(proc, "error:", "incomplete checkpoint")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run("convert_weights.py", str(tmp_path / "missing.pth"), str(tmp_path / "o.pdparams"), "--debug")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "missing.pth" in proc.stderr
+
+
+def test_backbone_input_rank_and_channels_are_explained():
+    model = SwinTransformer(**TINY_BACKBONE)
+    with pytest.raises(SwinInputError, match=r"expects images \[B, 3, H, W\], got a tensor of shape \[64, 64\]"):
+        model(paddle.rand([64, 64]))
+    with pytest.raises(SwinInputError, match=r"shape \[1, 1, 64, 64\]"):
+        model(paddle.rand([1, 1, 64, 64]))
+
+
+# -------------------------------------------------------------------------------- infer.py folder rule
+def test_infer_runs_exactly_the_folder_given(tmp_path):
+    original = tmp_path / "original"
+    proc = run("export.py", "--task", "cls", "--model", "swin_tiny_patch2_window4_32", "--num-classes", "10",
+               "--output", str(original))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    for name in os.listdir(original):
+        if name.startswith("model."):
+            os.remove(original / name)
+    proc = run("infer.py", "--model-dir", str(copy), "--size", "32x32", "--repeats", "1")
+    assert proc.returncode == 0 and "[[1, 10]]" in proc.stdout, proc.stderr[-3000:]
+    proc = run("infer.py", "--model-dir", str(original), "--size", "32x32", "--repeats", "1")
+    assert_one_line_error(proc, "error:", str(original))
+
+
+# --------------------------------------------------------------------------------- atomic checkpoints
+def checkpoint(epoch):
+    return {"w": np.full(3, epoch, np.float32)}, {"m": np.full(2, epoch, np.float32)}, {"epoch": epoch}
+
+
+class Killed(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", range(1, 9))
+def test_checkpoint_killed_at_any_step_still_resumes(tmp_path, monkeypatch, kill_at):
+    """Kill the write of epoch 2 over epoch 1 before its k-th file-system step: a complete one is found."""
+    folder = str(tmp_path / "last")
+    checkpoint_io.save(folder, *checkpoint(1))
+    calls = {"n": 0}
+
+    def step(function):
+        def wrapped(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == kill_at:
+                if function is paddle.save:  # die half-way through writing the file
+                    with open(args[1], "wb") as handle:
+                        handle.write(b"\x80\x04partial")
+                raise Killed()
+            return function(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(checkpoint_io.paddle, "save", step(paddle.save))
+    monkeypatch.setattr(checkpoint_io.json, "dump", step(json.dump))
+    monkeypatch.setattr(checkpoint_io.os, "replace", step(os.replace))
+    monkeypatch.setattr(checkpoint_io.shutil, "rmtree", step(shutil.rmtree))
+    try:
+        checkpoint_io.save(folder, *checkpoint(2))
+        finished = True
+    except Killed:
+        finished = False
+    monkeypatch.undo()
+    model_state, optimizer_state, state = checkpoint_io.load(folder)
+    assert state["epoch"] in ((2,) if finished else (1, 2))
+    assert float(model_state["w"][0]) == float(optimizer_state["m"][0]) == state["epoch"]
+    assert sorted(os.listdir(tmp_path)) == ["last"]
+    checkpoint_io.save(folder, *checkpoint(3))  # and the next save works
+    assert checkpoint_io.load(folder)[2]["epoch"] == 3
+
+
+def test_missing_checkpoint_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        checkpoint_io.load(str(tmp_path / "last"))
+    (tmp_path / "last").mkdir()
+    (tmp_path / "last" / "state.json").write_text("{}")
+    with pytest.raises(MalformedFileError, match="incomplete checkpoint"):
+        checkpoint_io.load(str(tmp_path / "last"))
