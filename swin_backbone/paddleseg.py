@@ -6,8 +6,10 @@
   a (long, short) box, e.g. (2048, 512), with an optional random ratio.
 
 It also makes paddleseg 2.8 work on Paddle 2.6: FLAGS_set_to_1d (its training loop indexes 0-D losses)
-and a `metrics.calculate_area` that does not concatenate 0-D tensors.
+and a `metrics.calculate_area` that does not concatenate 0-D tensors; and its evaluation also reports the
+mIoU over the classes present in the labels (`evaluate`).
 """
+import inspect
 from typing import List, Optional, Sequence
 
 import cv2
@@ -15,9 +17,11 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+import paddleseg.core as paddleseg_core
+import paddleseg.core.train as paddleseg_train
 from paddleseg.cvlibs import manager
 from paddleseg.models import layers
-from paddleseg.utils import metrics, utils
+from paddleseg.utils import logger, metrics, utils
 
 from ._load_order import require_pillow_before_paddle
 from .convert import load_pretrained
@@ -29,7 +33,7 @@ require_pillow_before_paddle()  # PaddleSeg reads ADE20K labels (PNG) with Pillo
 # paddleseg 2.8's training loop indexes loss.numpy()[0]: Paddle 2.6 makes that 0-D unless told otherwise.
 paddle.set_flags({"FLAGS_set_to_1d": True})
 
-__all__ = ["SwinBackbone", "SwinUperNet", "RescaleToFit", "RandomRescaleToFit"]
+__all__ = ["SwinBackbone", "SwinUperNet", "RescaleToFit", "RandomRescaleToFit", "evaluate"]
 
 
 def _register(registry, component):
@@ -175,9 +179,11 @@ class RandomRescaleToFit:
 
 
 def calculate_area(pred: paddle.Tensor, label: paddle.Tensor, num_classes: int, ignore_index: int = 255):
-    """(intersect, pred, label) pixel counts per class [num_classes], like paddleseg's calculate_area.
+    """(intersect, pred, label) pixel counts per class, each [num_classes], like paddleseg's calculate_area.
 
-    paddleseg 2.8 concatenates per-class 0-D sums, which Paddle 2.6 rejects; this counts with bincount.
+    paddleseg 2.8 concatenates per-class 0-D sums, which Paddle 2.6 rejects; this counts with bincount, over
+    values with one of each class appended (then taken away): paddle.bincount ignores `minlength` on an empty
+    input, which an image without a correct (or any valid) pixel gives.
     """
     pred, label = pred.squeeze(1) if pred.ndim == 4 else pred, label.squeeze(1) if label.ndim == 4 else label
     if pred.shape != label.shape:
@@ -185,15 +191,57 @@ def calculate_area(pred: paddle.Tensor, label: paddle.Tensor, num_classes: int, 
     pred, label = pred.reshape([-1]).astype("int64"), label.reshape([-1]).astype("int64")
     valid = label != ignore_index
     pred, label = paddle.masked_select(pred, valid), paddle.masked_select(label, valid)
+    every_class = paddle.arange(num_classes, dtype="int64")
 
     def count(values: paddle.Tensor) -> paddle.Tensor:
         values = paddle.masked_select(values, (values >= 0) & (values < num_classes))
-        return paddle.bincount(values, minlength=num_classes)[:num_classes]
+        return paddle.bincount(paddle.concat([values, every_class]))[:num_classes] - 1
 
     return count(paddle.masked_select(label, pred == label)), count(pred), count(label)
 
 
+# unwrap: importing this module again (importlib.reload) must not wrap our own wrappers
+_paddleseg_mean_iou = inspect.unwrap(metrics.mean_iou)
+_paddleseg_evaluate = inspect.unwrap(paddleseg_core.evaluate)
+_last_areas: dict = {}
+
+
+def mean_iou(intersect_area: paddle.Tensor, pred_area: paddle.Tensor, label_area: paddle.Tensor):
+    """PaddleSeg's mean_iou (the mean over all classes, an absent one counting as IoU 0); it also keeps the
+    areas, so that `evaluate` can report the mean over the classes present in the labels."""
+    _last_areas.update(intersect=intersect_area.numpy(), pred=pred_area.numpy(), label=label_area.numpy())
+    return _paddleseg_mean_iou(intersect_area, pred_area, label_area)
+
+
+def present_classes_miou(areas: dict) -> tuple:
+    """(mean IoU over the classes present in the labels, their number) from summed pixel counts."""
+    present = areas["label"] > 0
+    union = areas["pred"] + areas["label"] - areas["intersect"]
+    iou = areas["intersect"][present] / np.maximum(union[present], 1)
+    return (float(iou.mean()) if present.any() else 0.0), int(present.sum())
+
+
+def evaluate(model: nn.Layer, eval_dataset, *args, **kwargs):
+    """paddleseg.core.evaluate, plus a line with the mIoU over the classes present in the labels.
+
+    PaddleSeg averages over all `num_classes` classes, so a set that holds only a few of ADE20K's 150 scores a
+    tiny mIoU however good the model; this says which average is which.
+    """
+    _last_areas.clear()
+    result = _paddleseg_evaluate(model, eval_dataset, *args, **kwargs)
+    if _last_areas and kwargs.get("print_detail", True):
+        miou, present = present_classes_miou(_last_areas)
+        total = len(_last_areas["label"])
+        logger.info(f"[EVAL] mIoU over the {present} of {total} classes present in the labels: {miou:.4f} "
+                    f"(the mIoU above averages all {total}, an absent class counting as 0)")
+    return result
+
+
+mean_iou.__wrapped__ = _paddleseg_mean_iou
+evaluate.__wrapped__ = _paddleseg_evaluate
 metrics.calculate_area = calculate_area
+metrics.mean_iou = mean_iou
+paddleseg_train.evaluate = evaluate  # the evaluation during training (train imported evaluate by name)
 SwinBackbone = _register(manager.BACKBONES, SwinBackbone)
 SwinUperNet = _register(manager.MODELS, SwinUperNet)
 RescaleToFit = _register(manager.TRANSFORMS, RescaleToFit)

@@ -27,6 +27,18 @@ def set_num_threads(threads: Optional[int] = None) -> int:
     return threads
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and Paddle's generators, which drive data order, augmentation and initialisation."""
+    import random
+
+    import numpy as np
+    import paddle
+
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
 def cpu_tuning() -> dict:
     """The process-wide CPU settings applied when swin_backbone was imported (see _cpu_tuning.py)."""
     from . import _cpu_tuning
@@ -37,7 +49,9 @@ def cpu_tuning() -> dict:
 def _number(kind: type, minimum: float, inclusive: bool, maximum: Optional[float] = None) -> Callable[[str], float]:
     """An argparse type: `kind(text)` within [minimum (or above it), maximum]; a usage error otherwise."""
     bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-    wanted = f"{'an integer' if kind is int else 'a number'} {bound}" + (f" and <= {maximum:g}" if maximum is not None else "")
+    wanted = f"{'an integer' if kind is int else 'a number'} {bound}"
+    if maximum is not None:
+        wanted += f" and <= {maximum:g}"
 
     def parse(text: str):
         try:

@@ -85,6 +85,27 @@ def test_calculate_area_matches_counting():
         assert int(intersect[c]) == int(((pred == c) & (label == c)).sum())
 
 
+def area_counts(pred, label, num_classes=5):
+    return [a.numpy().tolist() for a in seg_plugin.calculate_area(paddle.to_tensor(np.array(pred, "int64")),
+                                                                  paddle.to_tensor(np.array(label, "int64")),
+                                                                  num_classes)]
+
+
+def test_calculate_area_always_gives_num_classes_counts():
+    # no pixel predicted correctly (the repro of the evaluation crash): intersect was [0] long
+    assert area_counts([[[[1, 1, 1, 1]]]], [[[[0, 0, 2, 255]]]]) == [[0] * 5, [0, 3, 0, 0, 0], [2, 0, 1, 0, 0]]
+    # every label pixel ignored: all three were empty
+    assert area_counts([[[[1, 2, 3]]]], [[[[255, 255, 255]]]]) == [[0] * 5] * 3
+    # an empty prediction (no pixels at all)
+    assert area_counts(np.zeros((1, 1, 0, 4)), np.zeros((1, 1, 0, 4))) == [[0] * 5] * 3
+
+
+def test_present_classes_miou():
+    areas = {"intersect": np.array([5, 0, 2, 0]), "pred": np.array([5, 1, 4, 0]), "label": np.array([5, 2, 2, 0])}
+    miou, present = seg_plugin.present_classes_miou(areas)
+    assert present == 3 and abs(miou - (1.0 + 0.0 + 0.5) / 3) < 1e-9
+
+
 @pytest.fixture(scope="module")
 def ade(tmp_path_factory):
     return os.path.join(write_ade20k(str(tmp_path_factory.mktemp("ade"))), "ADEChallengeData2016")

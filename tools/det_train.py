@@ -6,15 +6,19 @@
 """
 
 from det_common import arg_parser, check_coco, check_settings, load_config, load_pretrain, prepare, resume_weights
-from swin_backbone.runtime import run_tool
+from swin_backbone.runtime import non_negative_int, run_tool, seed_everything
 
 
 def main(argv=None):
     parser = arg_parser(__doc__)
     parser.add_argument("--eval", action="store_true", help="evaluate after every snapshot")
     parser.add_argument("--resume", help="checkpoint to continue from (path without .pdparams)")
+    parser.add_argument("--seed", type=non_negative_int, help="seed Python, NumPy and Paddle (initialisation, "
+                        "data order, augmentation) so that a run can be repeated")
     args = parser.parse_args(argv)
     prepare(args)
+    if args.seed is not None:
+        seed_everything(args.seed)
     cfg = load_config(args.config, args.opt)
     check_settings(cfg, "train")
     check_coco(cfg, "TrainDataset", *(["EvalDataset"] if args.eval else []))

@@ -24,6 +24,9 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--opts", nargs="+", default=None, help="overrides, e.g. train_dataset.dataset_root=DIR")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="fp16: AMP (GPU)")
     parser.add_argument("--amp_level", choices=["O1", "O2"], default="O1")
+    parser.add_argument("--num_classes", type=positive_int,
+                        help="classes of the dataset (default: the config's, 150 for ADE20K); an ADE20K-layout set "
+                             "with N classes has labels 1..N and 0 for unlabelled")
     parser.add_argument("--num_workers", type=non_negative_int, default=0)
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
     return parser
@@ -43,8 +46,25 @@ def setup(args, **overrides):
         if args.precision == "fp16":
             print("note: this Paddle has no CUDA: training in fp32 (AMP needs a GPU)")
             args.precision = "fp32"
-    cfg = Config(args.config, opts=args.opts, **overrides)
+    opts = list(args.opts or [])
+    if args.num_classes:
+        opts.append(f"model.num_classes={args.num_classes}")
+    cfg = Config(args.config, opts=opts, **overrides)
+    if args.num_classes:
+        set_dataset_classes(cfg, args.num_classes)
     return cfg, SegBuilder(cfg)
+
+
+def set_dataset_classes(cfg, num_classes: int) -> None:
+    """Give the config's dataset types `num_classes` classes (PaddleSeg's ADE20K fixes 150 as a class attribute,
+    which its builder checks against the model's num_classes)."""
+    from paddleseg.cvlibs import manager
+
+    for dataset_cfg in (cfg.train_dataset_cfg, cfg.val_dataset_cfg):
+        kind = dataset_cfg.get("type")
+        dataset_class = manager.DATASETS.components_dict.get(kind) if kind else None
+        if dataset_class is not None and hasattr(dataset_class, "NUM_CLASSES"):
+            dataset_class.NUM_CLASSES = num_classes
 
 
 def check_ade20k(dataset_cfg: dict) -> None:

@@ -7,7 +7,7 @@
 """
 
 from seg_common import arg_parser, check_ade20k, check_resume, setup
-from swin_backbone.runtime import positive_float, positive_int, run_tool
+from swin_backbone.runtime import non_negative_int, positive_float, positive_int, run_tool, seed_everything
 
 
 def main(argv=None):
@@ -22,7 +22,11 @@ def main(argv=None):
     parser.add_argument("--log_iters", type=positive_int, default=10)
     parser.add_argument("--keep_checkpoint_max", type=positive_int, default=5)
     parser.add_argument("--use_vdl", action="store_true", help="VisualDL logs")
+    parser.add_argument("--seed", type=non_negative_int, help="seed Python, NumPy and Paddle (initialisation, "
+                        "data order, augmentation) so that a run can be repeated")
     args = parser.parse_args(argv)
+    if args.seed is not None:
+        seed_everything(args.seed)
     if args.resume_model:
         check_resume(args.resume_model)
     cfg, builder = setup(args, iters=args.iters, batch_size=args.batch_size, learning_rate=args.learning_rate)
