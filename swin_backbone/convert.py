@@ -4,6 +4,7 @@
 reads a file through the safe reader (`safe_load.py`), converts it for a model and reports what did not
 match.
 """
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from .errors import CheckpointKeyError, CheckpointShapeError, MalformedFileError
 from .safe_load import load_pickle_file, read_torch_checkpoint
 
 _DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
+_STAGE_NORM = re.compile(r"norm[0-9]+\.")  # the detection backbone's per-stage output norms
 
 
 @dataclass
@@ -41,19 +43,53 @@ class ConversionReport:
         return "\n".join(lines) if lines else "all keys matched"
 
 
-def extract_state_dict(checkpoint: Mapping[str, Any], origin: str = "checkpoint") -> Dict[str, np.ndarray]:
-    """The weights of a classification (`model`) or detection (`state_dict`, `backbone.` prefix) checkpoint."""
+# What a checkpoint's keys say it is, and how the converter names it in its report.
+KINDS = {"classifier": "a Swin classifier (head and final norm)",
+         "backbone": "a Swin detection/segmentation backbone (per-stage norms norm0..norm3)",
+         "detector": "a full mmdetection detector (backbone, neck, RPN and RoI heads)",
+         "segmenter": "a full mmsegmentation segmenter (backbone, decode and auxiliary heads)",
+         "weights": "Swin weights"}
+
+
+def checkpoint_weights(checkpoint: Mapping[str, Any], origin: str = "checkpoint") -> Dict[str, np.ndarray]:
+    """The flat weights of a checkpoint: under `model` (classification), `state_dict` (mmdet/mmseg) or at the top."""
     for key in ("model", "state_dict"):
         if key in checkpoint and isinstance(checkpoint[key], Mapping):
             checkpoint = checkpoint[key]
             break
-    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, np.ndarray)}
-    if any(k.startswith("backbone.") for k in tensors):
-        tensors = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+    tensors = {str(k): v for k, v in checkpoint.items() if isinstance(v, np.ndarray)}
     if not tensors:
         raise CheckpointKeyError(f"{origin}: no weights found (looked for arrays at the top level or under a "
                                  "'model' or 'state_dict' entry)")
     return tensors
+
+
+def checkpoint_kind(weights: Mapping[str, np.ndarray]) -> str:
+    """'detector', 'segmenter', 'backbone', 'classifier' or 'weights' (none of these), from the keys."""
+    prefixes = {k.split(".", 1)[0] for k in weights}
+    if "backbone" in prefixes and prefixes & {"rpn_head", "roi_head", "neck"}:
+        return "detector"
+    if "backbone" in prefixes and prefixes & {"decode_head", "auxiliary_head"}:
+        return "segmenter"
+    names = {k[len("backbone."):] if k.startswith("backbone.") else k for k in weights}
+    if any(n.startswith("norm0.") for n in names):
+        return "backbone"
+    if "head.weight" in names or "norm.weight" in names:
+        return "classifier"
+    return "weights"
+
+
+def backbone_part(weights: Mapping[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """(the `backbone.` weights without the prefix, the other top-level parts) when there is such a prefix."""
+    if not any(k.startswith("backbone.") for k in weights):
+        return dict(weights), []
+    others = sorted({k.split(".", 1)[0] for k in weights if not k.startswith("backbone.")})
+    return {k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")}, others
+
+
+def extract_state_dict(checkpoint: Mapping[str, Any], origin: str = "checkpoint") -> Dict[str, np.ndarray]:
+    """The backbone weights of a classification (`model`) or detection (`state_dict`, `backbone.`) checkpoint."""
+    return backbone_part(checkpoint_weights(checkpoint, origin))[0]
 
 
 def resize_bias_table(table: np.ndarray, window_size: int) -> np.ndarray:
@@ -101,7 +137,7 @@ def convert_state_dict(source: Mapping[str, np.ndarray], target_shapes: Mapping[
             value = value.T
         target = target_shapes.get(name)
         if target is None:
-            if name.startswith(("head.", "norm.")):
+            if name.startswith(("head.", "norm.")) or _STAGE_NORM.match(name):
                 report.dropped.append(name)
             else:
                 report.unexpected.append(name)
@@ -132,25 +168,46 @@ def convert_state_dict(source: Mapping[str, np.ndarray], target_shapes: Mapping[
             f"{origin}: none of its {len(source)} tensors matches the model (its keys begin "
             f"{', '.join(sorted(source)[:3])}; the model's {', '.join(sorted(target_shapes)[:3])}): "
             "is it a Swin checkpoint for this task?")
+    if any(_STAGE_NORM.match(name) for name in report.dropped):
+        report.notes.append("the detection backbone's per-stage norms norm0..norm3 have no place in this model: "
+                            "dropped (convert for the backbone, e.g. with --backbone, to keep them)")
     report.missing = sorted(k for k in target_shapes if k not in converted)
     return converted, report
 
 
-def load_state_file(path: str) -> Tuple[Dict[str, np.ndarray], bool]:
-    """(weights, torch_layout) from an authors' `.pth` (torch zip, their naming) or a converted `.pdparams`."""
-    if zipfile.is_zipfile(path):
-        return extract_state_dict(read_torch_checkpoint(path), path), True
-    weights = load_pickle_file(path, "weights file")
-    if not isinstance(weights, Mapping):
-        raise MalformedFileError(f"{path}: expected a dict of weights, found a {type(weights).__name__}")
-    return extract_state_dict(weights, path), False
+def read_checkpoint(path: str) -> Tuple[Mapping[str, Any], Dict[str, np.ndarray], bool]:
+    """(the whole checkpoint, its flat weights, torch_layout) of an authors' `.pth` (torch zip, their naming)
+    or a `.pdparams`, through the safe reader."""
+    torch_layout = zipfile.is_zipfile(path)
+    checkpoint = read_torch_checkpoint(path) if torch_layout else load_pickle_file(path, "weights file")
+    if not isinstance(checkpoint, Mapping):
+        raise MalformedFileError(f"{path}: expected a dict of weights, found a {type(checkpoint).__name__}")
+    return checkpoint, checkpoint_weights(checkpoint, path), torch_layout
+
+
+def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], bool]:
+    """(flat weights, torch_layout) of an authors' `.pth` or a `.pdparams`."""
+    _, weights, torch_layout = read_checkpoint(path)
+    return weights, torch_layout
+
+
+def load_state_file(path: str) -> Tuple[Dict[str, np.ndarray], bool, ConversionReport]:
+    """(backbone or classifier weights, torch_layout, a report saying what the file was and what was left out)."""
+    weights, torch_layout = read_weights(path)
+    kind = checkpoint_kind(weights)
+    weights, others = backbone_part(weights)
+    report = ConversionReport(notes=[f"found {KINDS[kind]}"])
+    if others:
+        report.notes.append(f"only its backbone is used; not loaded: {', '.join(others)}")
+    return weights, torch_layout, report
 
 
 def load_pretrained(model, path: str, strict: bool = False, verbose: bool = True) -> ConversionReport:
     """Load `.pdparams` or authors' `.pth` weights into `model`, converting on the fly; report mismatches."""
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    weights, torch_layout = load_state_file(path)
+    weights, torch_layout, found = load_state_file(path)
     weights, report = convert_state_dict(weights, target, torch_layout=torch_layout, origin=path)
+    report.notes = found.notes + report.notes
     if strict and not report.clean:
         raise CheckpointKeyError(f"{path} does not match the model:\n{report.summary()}")
     with warnings.catch_warnings():  # paddle warns per missing key; the report below names them all

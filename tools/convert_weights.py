@@ -1,55 +1,174 @@
-"""Convert the authors' Swin checkpoint (.pth) to a Paddle .pdparams for one of our models.
+"""Convert the authors' Swin checkpoints (.pth) to Paddle .pdparams for our models.
 
-    python tools/convert_weights.py swin_tiny_patch4_window7_224.pth swin_tiny.pdparams \
-        --model swin_tiny_patch4_window7_224 [--backbone] [--window-size 12] [--img-size 384] [--num-classes 10]
+    # a classifier or backbone checkpoint onto a preset (recognised from the weights when --model is left out)
+    python tools/convert_weights.py swin_tiny_patch4_window7_224.pth swin_t.pdparams [--model PRESET] [--backbone]
+        [--window-size 12 --img-size 384] [--num-classes 10] [--strict]
+    # a whole mmdetection Mask R-CNN or mmsegmentation UperNet onto our configs (recognised when --config is left out)
+    python tools/convert_weights.py mask_rcnn_swin_tiny_patch4_window7_1x.pth mask_rcnn_swin_t.pdparams \
+        [--config det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml]
+    python tools/convert_weights.py upernet_swin_tiny_patch4_window7_512x512.pth upernet_swin_t.pdparams \
+        [--config seg_configs/upernet_swin_tiny_ade20k_512x512_160k.yml]
+
+It says what it was given (a classifier, a detection backbone, a full detector or a full segmenter) and
+what the target leaves out; a conversion that matches nothing writes nothing.
 """
 import argparse
 import os
 import sys
+from typing import Dict, Optional, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load_order.py)
 
-import paddle  # noqa: E402
+import numpy as np  # noqa: E402
 
 from swin_backbone import PRESETS, convert_state_dict  # noqa: E402
-from swin_backbone.convert import load_state_file
-from swin_backbone.errors import CheckpointKeyError  # noqa: E402
+from swin_backbone.convert import KINDS, backbone_part, checkpoint_kind, read_checkpoint  # noqa: E402
+from swin_backbone.convert_mm import (COCO_CLASSES, backbone_architecture, convert_mmdet,  # noqa: E402
+                                      convert_mmseg)
+from swin_backbone.errors import CheckpointKeyError, SwinInputError  # noqa: E402
 from swin_backbone.presets import create_model  # noqa: E402
 from swin_backbone.runtime import non_negative_int, positive_int, run_tool  # noqa: E402
+
+# The configs whose backbone a whole checkpoint's backbone (embed_dim, depths) matches.
+DET_CONFIGS = {(96, (2, 2, 6, 2)): "det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml",
+               (96, (2, 2, 18, 2)): "det_configs/mask_rcnn_swin_small_fpn_3x_coco.yml",
+               (128, (2, 2, 18, 2)): "det_configs/mask_rcnn_swin_base_fpn_3x_coco.yml"}
+SEG_CONFIGS = {(96, (2, 2, 6, 2)): "seg_configs/upernet_swin_tiny_ade20k_512x512_160k.yml",
+               (96, (2, 2, 18, 2)): "seg_configs/upernet_swin_small_ade20k_512x512_160k.yml",
+               (128, (2, 2, 18, 2)): "seg_configs/upernet_swin_base_ade20k_512x512_160k.yml"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="authors' .pth (classification or detection checkpoint)")
+    parser.add_argument("input", help="authors' .pth (classification, detection backbone, mmdet or mmseg model)")
     parser.add_argument("output", help="where to write the .pdparams")
-    parser.add_argument("--model", default="swin_tiny_patch4_window7_224", choices=sorted(PRESETS),
-                        help="preset the weights are for (default: %(default)s)")
+    parser.add_argument("--model", choices=sorted(PRESETS),
+                        help="preset the weights are for (default: recognised from the weights)")
     parser.add_argument("--backbone", action="store_true",
                         help="convert for the multi-scale backbone (drops the classifier's head and final norm)")
+    parser.add_argument("--config", help="a det_configs/ or seg_configs/ file: convert a whole mmdetection Mask "
+                                         "R-CNN or mmsegmentation UperNet onto it (default: recognised)")
     parser.add_argument("--window-size", type=positive_int, help="target window size (bias tables are resized)")
     parser.add_argument("--img-size", type=positive_int,
                         help="target image size (absolute position embedding is resized)")
     parser.add_argument("--num-classes", type=non_negative_int,
                         help="target classes (a head of another size is dropped)")
     parser.add_argument("--strict", action="store_true", help="fail on missing or unexpected keys")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.config and (args.model or args.backbone or args.window_size or args.img_size or args.num_classes):
+        parser.error("--config converts a whole detector or segmenter: leave out --model, --backbone, "
+                     "--window-size, --img-size and --num-classes (set them in the config)")
+    return args
+
+
+def recognise_preset(weights: Dict[str, np.ndarray], origin: str) -> str:
+    """The preset whose architecture the (backbone) weights have."""
+    arch = backbone_architecture(weights, origin)
+    patch = backbone_part(weights)[0]["patch_embed.proj.weight"].shape[-1]
+    found = [name for name, p in PRESETS.items()
+             if (p["embed_dim"], list(p["depths"]), list(p["num_heads"]), p["window_size"], p["patch_size"]) ==
+             (arch["embed_dim"], arch["depths"], arch["num_heads"], arch["window_size"], patch)]
+    if not found:
+        raise SwinInputError(f"no preset has this architecture ({arch}, patch {patch}): give --model and the "
+                             "overrides (--window-size, --img-size)")
+    return found[0]
+
+
+def recognise_config(weights: Dict[str, np.ndarray], kind: str, origin: str) -> str:
+    """The det_configs/ or seg_configs/ file whose backbone a whole checkpoint has."""
+    arch = backbone_architecture(weights, origin)
+    table = DET_CONFIGS if kind == "detector" else SEG_CONFIGS
+    config = table.get((arch["embed_dim"], tuple(arch["depths"])))
+    if config is None:
+        raise SwinInputError(f"no config in {os.path.dirname(next(iter(table.values())))}/ has this backbone "
+                             f"({arch}): give --config")
+    return os.path.join(ROOT, config)
+
+
+def config_task(config: str) -> str:
+    """'det' for a PaddleDetection config (`_BASE_`, `architecture`), 'seg' for a PaddleSeg one."""
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"--config: no file at {config}")
+    text = open(config, encoding="utf-8").read()
+    if "_BASE_:" in text or "architecture:" in text:
+        return "det"
+    if "_base_:" in text or "model:" in text:
+        return "seg"
+    raise SwinInputError(f"{config}: neither a PaddleDetection nor a PaddleSeg config")
+
+
+def build_config_model(config: str, task: str):
+    """The PaddleDetection or PaddleSeg model a config builds (no pretrained weights loaded)."""
+    if task == "det":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from det_common import load_config
+        from ppdet.core.workspace import create
+
+        return create(load_config(config, {}).architecture)
+    import swin_backbone.paddleseg  # noqa: F401
+    from paddleseg.cvlibs import Config, SegBuilder
+
+    return SegBuilder(Config(config, opts=["model.backbone.pretrained=None"])).model
+
+
+def check_classes(checkpoint, task: str) -> Optional[str]:
+    """A warning when an mmdet checkpoint's classes are not COCO's 80 in the order PaddleDetection uses."""
+    classes = (checkpoint.get("meta") or {}).get("CLASSES") if isinstance(checkpoint.get("meta"), dict) else None
+    if task == "det" and classes is not None and tuple(classes) != COCO_CLASSES:
+        return (f"the checkpoint's {len(classes)} classes are not COCO's 80 in the category-id order that "
+                "PaddleDetection's COCO reader uses: label indices mean what the checkpoint's meta CLASSES say")
+    return None
+
+
+def convert(args: argparse.Namespace) -> Tuple[Dict[str, np.ndarray], int, str]:
+    """(converted weights, size of the target, the command that evaluates them)."""
+    checkpoint, weights, torch_layout = read_checkpoint(args.input)
+    kind = checkpoint_kind(weights)
+    print(f"{args.input}: {KINDS[kind]}")
+    if args.config or (kind in ("detector", "segmenter") and not (args.model or args.backbone)):
+        config = args.config or recognise_config(weights, kind, args.input)
+        task = config_task(config)
+        if kind != {"det": "detector", "seg": "segmenter"}[task]:
+            raise SwinInputError(f"{config} builds a {'detector' if task == 'det' else 'segmenter'}, but "
+                                 f"{args.input} is {KINDS[kind]}")
+        print(f"target: {os.path.relpath(config)}")
+        target = {k: tuple(v.shape) for k, v in build_config_model(config, task).state_dict().items()}
+        converted, report = (convert_mmdet if task == "det" else convert_mmseg)(weights, target, args.input)
+        warning = check_classes(checkpoint, task)
+        if warning:
+            report.notes.append(f"warning: {warning}")
+        tool = (f"tools/det_eval.py -c {os.path.relpath(config)} -o weights={args.output}" if task == "det" else
+                f"tools/seg_eval.py --config {os.path.relpath(config)} --model_path {args.output}")
+    else:
+        model_name = args.model or recognise_preset(weights, args.input)
+        model = create_model(model_name, args.backbone, args.window_size, args.img_size, args.num_classes)
+        print(f"target: {model_name}{' backbone' if args.backbone else ''}")
+        target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        backbone, others = backbone_part(weights)
+        converted, report = convert_state_dict(backbone, target, torch_layout, origin=args.input)
+        if others:
+            report.notes.append(f"warning: only the backbone is converted; left out: {', '.join(others)} "
+                                "(give --config to convert the whole model)")
+        tool = f"swin_backbone.load_pretrained(model, {args.output!r})"
+    print(report.summary())
+    if args.strict and not report.clean:
+        raise CheckpointKeyError(f"--strict: {args.input} does not match the target exactly")
+    return converted, len(target), tool
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    model = create_model(args.model, args.backbone, args.window_size, args.img_size, args.num_classes)
-    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    weights, torch_layout = load_state_file(args.input)
-    weights, report = convert_state_dict(weights, target, torch_layout, origin=args.input)
-    print(report.summary())
-    if args.strict and not report.clean:
-        raise CheckpointKeyError(f"--strict: {args.input} does not match {args.model}")
+    converted, target_size, tool = convert(args)
+    import paddle
+
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     # Only what came from the checkpoint: layers it lacks stay reported as missing when the file is loaded.
-    paddle.save({k: paddle.to_tensor(v) for k, v in weights.items()}, args.output)
-    print(f"wrote {args.output} ({len(weights)} of {len(target)} tensors from the checkpoint)")
+    paddle.save(converted, args.output)
+    print(f"wrote {args.output} ({len(converted)} of {target_size} tensors from the checkpoint); use it with "
+          f"{tool}")
     return 0
 
 
