@@ -9,6 +9,7 @@ It also makes paddleseg 2.8 work on Paddle 2.6: FLAGS_set_to_1d (its training lo
 and a `metrics.calculate_area` that does not concatenate 0-D tensors; and its evaluation also reports the
 mIoU over the classes present in the labels (`evaluate`).
 """
+import importlib
 import inspect
 from typing import List, Optional, Sequence
 
@@ -18,7 +19,6 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import paddleseg.core as paddleseg_core
-import paddleseg.core.train as paddleseg_train
 from paddleseg.cvlibs import manager
 from paddleseg.models import layers
 from paddleseg.utils import logger, metrics, utils
@@ -241,7 +241,9 @@ mean_iou.__wrapped__ = _paddleseg_mean_iou
 evaluate.__wrapped__ = _paddleseg_evaluate
 metrics.calculate_area = calculate_area
 metrics.mean_iou = mean_iou
-paddleseg_train.evaluate = evaluate  # the evaluation during training (train imported evaluate by name)
+# the evaluation during training: the module paddleseg.core.train imported evaluate by name (the package
+# attribute paddleseg.core.train is the function, hence import_module)
+importlib.import_module("paddleseg.core.train").evaluate = evaluate
 SwinBackbone = _register(manager.BACKBONES, SwinBackbone)
 SwinUperNet = _register(manager.MODELS, SwinUperNet)
 RescaleToFit = _register(manager.TRANSFORMS, RescaleToFit)

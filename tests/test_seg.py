@@ -177,3 +177,29 @@ def test_paddle_before_pillow_is_explained():
     code = "import paddle\nimport swin_backbone.paddleseg\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and "Import swin_backbone (or PIL.Image) before paddle" in proc.stderr
+
+
+def test_seed_repeats_a_run(ade, tmp_path):
+    runs = [run_tool("seg_train.py", "--config", SMOKE, "--seed", "3", "--iters", "4", "--log_iters", "1",
+                     "--save_dir", str(tmp_path / f"run{i}"), *data_opts(ade)) for i in range(2)]
+    for run in runs:
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    first, second = (re.findall(r"\[TRAIN\].*?loss: ([0-9.]+)", run.stdout + run.stderr) for run in runs)
+    assert len(first) == 4 and first == second, (first, second)
+
+
+def test_class_count_follows_the_data(ade, tmp_path):
+    """A 3-class ADE20K-layout set trains a 3-class model; evaluation names what its mIoU averages."""
+    save_dir = str(tmp_path / "out")
+    train = run_tool("seg_train.py", "--config", SMOKE, "--num_classes", "3", "--seed", "0", "--iters", "6",
+                     "--save_interval", "6", "--log_iters", "3", "--do_eval", "--save_dir", save_dir, *data_opts(ade))
+    log = train.stdout + train.stderr
+    assert train.returncode == 0, log[-4000:]
+    assert "num_classes: 3" in log
+    assert re.search(r"\[EVAL\] mIoU over the \d of 3 classes present in the labels: [0-9.]+", log), log[-3000:]
+    evaluation = run_tool("seg_eval.py", "--config", SMOKE, "--num_classes", "3", "--model_path",
+                          os.path.join(save_dir, "best_model", "model.pdparams"), *data_opts(ade))
+    log = evaluation.stdout + evaluation.stderr
+    assert evaluation.returncode == 0, log[-4000:]
+    assert re.search(r"\[EVAL\] mIoU over the 3 of 3 classes present in the labels: [0-9.]+ \(the mIoU above "
+                     r"averages all 3", log), log[-3000:]
