@@ -32,8 +32,12 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def setup(args, **overrides):
-    """(Config, SegBuilder) on the right device; fp16 falls back to fp32 (with a note) without a GPU."""
+def setup(args, whole_model: bool = False, **overrides):
+    """(Config, SegBuilder) on the right device; fp16 falls back to fp32 (with a note) without a GPU.
+
+    whole_model: the run loads a whole trained model afterwards, so the backbone's ImageNet `pretrained`
+    file named in the config is neither needed nor read.
+    """
     from paddleseg.cvlibs import Config, SegBuilder
 
     if not os.path.isfile(args.config):
@@ -47,6 +51,8 @@ def setup(args, **overrides):
             print("note: this Paddle has no CUDA: training in fp32 (AMP needs a GPU)")
             args.precision = "fp32"
     opts = list(args.opts or [])
+    if whole_model:
+        opts.insert(0, "model.backbone.pretrained=None")
     if args.num_classes:
         opts.append(f"model.num_classes={args.num_classes}")
     cfg = Config(args.config, opts=opts, **overrides)

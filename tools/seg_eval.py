@@ -16,7 +16,7 @@ def main(argv=None):
     parser.add_argument("--flip_horizontal", action="store_true")
     args = parser.parse_args(argv)
     check_weights(args.model_path, "--model_path")
-    cfg, builder = setup(args)
+    cfg, builder = setup(args, whole_model=True)
     check_ade20k(cfg.val_dataset_cfg)
     from paddleseg.utils import utils
 

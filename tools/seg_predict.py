@@ -21,7 +21,7 @@ def main(argv=None):
     if not os.path.exists(args.image_path):
         raise FileNotFoundError(f"--image_path: nothing at {args.image_path}")
     check_weights(args.model_path, "--model_path")
-    cfg, builder = setup(args)
+    cfg, builder = setup(args, whole_model=True)
     from paddleseg.core import predict
     from paddleseg.transforms import Compose
     from paddleseg.utils import get_image_list
