@@ -12,7 +12,7 @@ from conftest import ROOT, SMALL, reference_arrays, reference_case
 from swin_backbone import (SwinClassifier, SwinTransformer, convert_state_dict, create_classifier, load_pretrained,
                            read_torch_checkpoint)
 from swin_backbone.convert import extract_state_dict, resize_bias_table
-from swin_backbone.errors import CheckpointKeyError, UnsafeFileError
+from swin_backbone.errors import CheckpointKeyError, SwinInputError, UnsafeFileError
 from torch_format import save_torch_zip
 
 CLS_32 = dict(embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), img_size=32, patch_size=2,
@@ -161,3 +161,53 @@ def test_converted_pdparams_round_trip(tmp_path):
     fresh.eval()
     arrays = reference_arrays("cls_d16_w12_384")
     np.testing.assert_allclose(fresh(paddle.to_tensor(arrays["input"])).numpy(), arrays["out0"], atol=1e-4)
+
+
+def fake_swin_keys(embed_dim, depths, heads, window=7, prefix=""):
+    """The keys (tiny stand-in arrays, right shapes where read) that describe a Swin architecture."""
+    keys = {f"{prefix}patch_embed.proj.weight": np.zeros((embed_dim, 3, 4, 4), np.float32)}
+    for i, (depth, head) in enumerate(zip(depths, heads)):
+        for j in range(depth):
+            keys[f"{prefix}layers.{i}.blocks.{j}.norm1.weight"] = np.zeros(1, np.float32)
+            keys[f"{prefix}layers.{i}.blocks.{j}.attn.relative_position_bias_table"] = np.zeros(
+                ((2 * window - 1) ** 2, head), np.float32)
+    return keys
+
+
+def test_the_converter_says_what_it_was_given():
+    from swin_backbone.convert import checkpoint_kind
+
+    tiny = fake_swin_keys(96, (2, 2, 6, 2), (3, 6, 12, 24))
+    assert checkpoint_kind({**tiny, "head.weight": 0, "norm.weight": 0}) == "classifier"
+    assert checkpoint_kind({**tiny, "norm0.weight": 0}) == "backbone"
+    det = fake_swin_keys(96, (2, 2, 6, 2), (3, 6, 12, 24), prefix="backbone.")
+    assert checkpoint_kind({**det, "neck.lateral_convs.0.conv.weight": 0, "roi_head.x": 0}) == "detector"
+    assert checkpoint_kind({**det, "decode_head.conv_seg.weight": 0}) == "segmenter"
+
+
+def test_presets_and_configs_are_recognised_from_the_weights():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import convert_weights
+
+    assert convert_weights.recognise_preset(fake_swin_keys(128, (2, 2, 18, 2), (4, 8, 16, 32), 12), "x") == \
+        "swin_base_patch4_window12_384"
+    small = fake_swin_keys(96, (2, 2, 18, 2), (3, 6, 12, 24), prefix="backbone.")
+    assert convert_weights.recognise_config(small, "detector", "x").endswith("mask_rcnn_swin_small_fpn_3x_coco.yml")
+    assert convert_weights.recognise_config(small, "segmenter", "x").endswith(
+        "upernet_swin_small_ade20k_512x512_160k.yml")
+    with pytest.raises(SwinInputError, match="give --config"):
+        convert_weights.recognise_config(fake_swin_keys(16, (1, 1), (1, 1), prefix="backbone."), "detector", "x")
+
+
+def test_dropped_parts_are_named(tmp_path):
+    """A detection backbone's norm0..norm3 converted for a classifier, a detector's heads for a backbone."""
+    state = reference_state("det_d16_w7_pad_250x333")
+    classifier = SwinClassifier(**SMALL, img_size=224, window_size=7, num_classes=10)
+    _, report = convert_state_dict(state, {k: tuple(v.shape) for k, v in classifier.state_dict().items()})
+    assert {f"norm{i}.weight" for i in range(4)} <= set(report.dropped)
+    assert any("norm0..norm3" in note for note in report.notes)
+    path = str(tmp_path / "detector.pth")
+    save_torch_zip({"state_dict": {**{f"backbone.{k}": v for k, v in state.items()},
+                                   "rpn_head.rpn_conv.weight": np.zeros((4, 4, 3, 3), np.float32)}}, path)
+    report = load_pretrained(SwinTransformer(**SMALL, window_size=7), path, verbose=False)
+    assert "a full mmdetection detector" in report.summary() and "not loaded: rpn_head" in report.summary()
