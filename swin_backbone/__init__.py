@@ -3,7 +3,7 @@
 `import swin_backbone.ppdet` / `import swin_backbone.paddleseg` register the backbone with
 PaddleDetection / PaddleSeg; this package itself needs only Paddle.
 """
-from . import _load_order  # noqa: F401  (must run before paddle is imported)
+from . import _load_order  # noqa: F401  (keeps libz.so.1 whole whether or not paddle came first)
 from . import _cpu_tuning  # noqa: F401  (must run before Paddle's first matmul)
 from . import runtime  # noqa: F401  (swin_backbone.runtime.set_num_threads, as the README says)
 from .convert import ConversionReport, convert_state_dict, extract_state_dict, load_pretrained

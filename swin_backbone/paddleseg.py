@@ -23,13 +23,13 @@ from paddleseg.cvlibs import manager
 from paddleseg.models import layers
 from paddleseg.utils import logger, metrics, utils
 
-from ._load_order import require_pillow_before_paddle
+from ._load_order import require_working_zlib
 from .convert import load_pretrained
 from .errors import SwinInputError
 from .safe_load import check_pickle_file
 from .model import SwinTransformer
 
-require_pillow_before_paddle()  # PaddleSeg reads ADE20K labels (PNG) with Pillow
+require_working_zlib()  # PaddleSeg reads ADE20K labels (PNG) with Pillow: see _load_order.py
 # paddleseg 2.8's training loop indexes loss.numpy()[0]: Paddle 2.6 makes that 0-D unless told otherwise.
 paddle.set_flags({"FLAGS_set_to_1d": True})
 

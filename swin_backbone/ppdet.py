@@ -7,11 +7,15 @@ from typing import Dict, List, Optional, Sequence
 
 import paddle
 
-# paddledet imports lap and pyclipper (for tracking and OCR heads) when installed; after paddle 2.6.2
-# both can segfault the process. Nothing on the detection path needs them: stop their import (paddledet
-# then only warns), unless the process already has them.
-for _name in ("lap", "pyclipper"):
-    sys.modules.setdefault(_name, None)
+from ._load_order import zlib_is_sound
+
+# paddledet imports lap (for tracking heads) when installed; lap and pyclipper are Cython modules that
+# decompress their strings with zlib at import, which segfaults where paddle's zlib clash could not be
+# repaired (see _load_order.py). Nothing on the detection path needs them: there, stop their import
+# (paddledet then only warns), unless the process already has them.
+if not zlib_is_sound():
+    for _name in ("lap", "pyclipper"):
+        sys.modules.setdefault(_name, None)
 
 # paddledet 2.6's RPN indexes 0-D tensors that Paddle 2.6 no longer makes 1-D unless told to.
 paddle.set_flags({"FLAGS_set_to_1d": True})
@@ -19,7 +23,6 @@ paddle.set_flags({"FLAGS_set_to_1d": True})
 from ppdet.core.workspace import global_config, register, serializable  # noqa: E402
 from ppdet.modeling.shape_spec import ShapeSpec  # noqa: E402
 
-from ._load_order import pillow_loaded_after_paddle  # noqa: E402
 from .blocks import pad_to_multiple  # noqa: E402
 from .convert import load_pretrained  # noqa: E402
 from .model import SwinTransformer  # noqa: E402
@@ -63,11 +66,11 @@ class SwinBackbone(SwinTransformer):
         return [ShapeSpec(channels=c, stride=s) for c, s in zip(self.out_channels, self.out_strides)]
 
 
-if pillow_loaded_after_paddle():
+if not zlib_is_sound():
     import warnings
 
-    warnings.warn("paddle was imported before Pillow: Pillow cannot read or write PNG pictures in this process "
-                  "(paddle 2.6.2's zlib captures it; JPEG is fine). Import swin_backbone before paddle.")
+    warnings.warn("paddle was imported before swin_backbone and its zlib clash could not be repaired here: PNG "
+                  "files and other zlib users can fail or crash in this process. Import swin_backbone before paddle.")
 
 # Registering twice raises in PaddleDetection (e.g. after importlib.reload): keep the first registration.
 if SwinBackbone.__name__ not in global_config:

@@ -134,8 +134,12 @@ def test_pretrain_weights_accept_authors_pth(coco, tmp_path):
     code = f"""
 import sys, json
 sys.path.insert(0, {TOOLS!r})
-import det_train, numpy as np
-trainer = det_train.main({smoke_options(coco, str(tmp_path / 'o'), 'epoch=0', 'pretrain_weights=' + pth)!r})
+import det_common
+from ppdet.engine import Trainer
+cfg = det_common.load_config({os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml")!r},
+                             {{"TrainDataset": {{"dataset_dir": {coco!r}}}}})
+trainer = Trainer(cfg, mode="train")
+det_common.load_pretrain(trainer, {pth!r})
 w = trainer.model.backbone.layers[0].blocks[0].attn.qkv.weight.numpy()
 print("RESULT", json.dumps({{"sum": float(w.sum())}}))
 """

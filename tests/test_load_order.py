@@ -1,0 +1,55 @@
+"""libz.so.1 stays whole with paddle imported before or after swin_backbone (see swin_backbone/_load_order.py).
+
+Each case runs in a fresh interpreter: this one already has libz loaded, so the clash cannot show here.
+"""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+USES = """
+import io, zlib
+import cv2
+import numpy as np
+from PIL import Image
+from swin_backbone import _load_order
+label = (np.arange(96 * 128) % 151).astype(np.uint8).reshape(96, 128)
+data = label.tobytes() * 8
+assert zlib.decompress(zlib.compress(data, 9)) == data
+buffer = io.BytesIO()
+Image.fromarray(label).save(buffer, "PNG", optimize=True)
+assert np.array_equal(np.asarray(Image.open(io.BytesIO(buffer.getvalue()))), label)
+assert np.array_equal(cv2.imdecode(np.frombuffer(buffer.getvalue(), np.uint8), cv2.IMREAD_UNCHANGED), label)
+assert np.array_equal(cv2.imdecode(cv2.imencode(".png", label)[1], cv2.IMREAD_UNCHANGED), label)
+npz = io.BytesIO()
+np.savez_compressed(npz, label=label)
+npz.seek(0)
+assert np.array_equal(np.load(npz)["label"], label)
+print(_load_order.ZLIB_STATUS)
+"""
+
+
+@pytest.mark.parametrize("first, status", [
+    ("import paddle\nimport swin_backbone\n", "repaired"),
+    ("import paddle\nfrom PIL import Image\nimport zlib\nimport swin_backbone\n", "repaired"),
+    ("import swin_backbone\nimport paddle\n", "preloaded"),
+    ("import zlib\nimport paddle\nimport swin_backbone\n", "ok"),
+], ids=["paddle-first", "paddle-pillow-first", "package-first", "zlib-first"])
+def test_zlib_users_work_in_any_import_order(first, status):
+    proc = subprocess.run([sys.executable, "-c", first + USES], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith(status), proc.stdout
+
+
+def test_repair_points_libz_at_itself():
+    # After `import paddle` alone, libz's references to its own functions point into libpaddle.so; the
+    # repair moves exactly those back, and a second pass finds nothing left to do.
+    code = ("import paddle\nimport swin_backbone\nfrom swin_backbone import _load_order as lo\n"
+            "print(sorted(lo.ZLIB_REPAIRED))\nprint(lo.ensure_zlib())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    repaired, again = proc.stdout.strip().splitlines()[-2:]
+    assert "'inflateInit2_'" in repaired and "'deflateReset'" in repaired and "'inflateReset2'" in repaired
+    assert again == "ok"
