@@ -83,12 +83,31 @@ def convert(checkpoint: str, config: str, output: str) -> str:
     return proc.stdout
 
 
+def helpers() -> str:
+    return f"MM = {MM!r}\n" + SCRIPT_HELPERS
+
+
 def run_script(code: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
 
+
+# Shared by the scripts below (run in a fresh process each: PaddleDetection's config is one global).
+SCRIPT_HELPERS = r"""
+import json
+import numpy as np
+
+
+def load(name):
+    with np.load(MM + "/" + name) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def diff(a, b):
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+"""
 
 DET_PARTS = r"""
 import json, sys
@@ -97,14 +116,7 @@ sys.path.insert(0, {tools!r})
 import det_common
 import paddle
 from ppdet.core.workspace import create
-
-def load(name):
-    with np.load({mm!r} + "/" + name) as npz:
-        return {{k: npz[k] for k in npz.files}}
-
-def diff(a, b):
-    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
-
+{helpers}
 cfg = det_common.load_config({config!r}, {{}})
 model = create(cfg.architecture)
 model.set_state_dict(paddle.load({weights!r}))
@@ -158,7 +170,8 @@ def det_results(det_config, tmp_path_factory):
     weights = str(tmp_path_factory.mktemp("mm_det_weights") / "mask_rcnn.pdparams")
     report = convert(fixture("det_weights.pth"), det_config, weights)
     assert "a full mmdetection detector" in report and "all keys matched" in report, report
-    return run_script(DET_PARTS.format(tools=os.path.join(ROOT, "tools"), mm=MM, config=det_config, weights=weights))
+    return run_script(DET_PARTS.format(tools=os.path.join(ROOT, "tools"), helpers=helpers(), config=det_config,
+                                       weights=weights))
 
 
 def test_fpn_matches(det_results):
@@ -225,14 +238,7 @@ sys.path.insert(0, {root!r})
 import swin_backbone.paddleseg
 import paddle
 from paddleseg.cvlibs import Config, SegBuilder
-
-def load(name):
-    with np.load({mm!r} + "/" + name) as npz:
-        return {{k: npz[k] for k in npz.files}}
-
-def diff(a, b):
-    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
-
+{helpers}
 model = SegBuilder(Config({config!r}, opts=["model.backbone.pretrained=None"])).model
 missing = [k for k in model.state_dict() if k not in paddle.load({weights!r})]
 model.set_state_dict(paddle.load({weights!r}))
@@ -257,7 +263,7 @@ def seg_results(seg_config, tmp_path_factory):
     weights = str(tmp_path_factory.mktemp("mm_seg_weights") / "upernet.pdparams")
     report = convert(fixture("seg_weights.pth"), seg_config, weights)
     assert "a full mmsegmentation segmenter" in report and "all keys matched" in report, report
-    return run_script(SEG_PARTS.format(root=ROOT, mm=MM, config=seg_config, weights=weights))
+    return run_script(SEG_PARTS.format(root=ROOT, helpers=helpers(), config=seg_config, weights=weights))
 
 
 def test_upernet_heads_match(seg_results):
