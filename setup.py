@@ -1,17 +1,26 @@
 from setuptools import find_packages, setup
 
 # Paddle comes from an extra: the CPU and GPU wheels are different packages and cannot both be required.
-# The versions are the measured stack (Paddle 3.x breaks paddledet 2.6's R-CNN and paddleseg 2.8's losses).
+# Support matrix (measured):
+#   Paddle 2.6.2: everything -- the package, cls_train, export/infer, ONNX, and the PaddleDetection 2.6 and
+#                 PaddleSeg 2.8 plug-ins (extras cpu|gpu, det, seg, onnx).
+#   Paddle 3.3.1: the package, cls_train, export (PIR) and infer, ONNX (extras cpu-paddle3|gpu-paddle3,
+#                 onnx-paddle3); paddledet 2.6 and paddleseg 2.8 themselves break on Paddle 3.x (R-CNN, losses).
 PADDLE = "2.6.2"
+PADDLE3 = "3.3.1"
 extras = {
     "cpu": [f"paddlepaddle=={PADDLE}"],
     "gpu": [f"paddlepaddle-gpu=={PADDLE}"],
+    "cpu-paddle3": [f"paddlepaddle=={PADDLE3}"],
+    "gpu-paddle3": [f"paddlepaddle-gpu=={PADDLE3}"],
     # pycocotools 2.0.11 segfaults when imported after paddle 2.6.2; 2.0.8 does not.
     # paddledet 2.6 draws labels with ImageDraw.textsize, which Pillow 10 removed.
     "det": ["paddledet==2.6.0", "pycocotools==2.0.8", "Pillow<10", "opencv-python", "pyyaml"],
     "seg": ["paddleseg==2.8.0", "opencv-python", "pyyaml"],
+    # paddle2onnx 1.3.1 reads Paddle 2.6's .pdmodel; 2.1 reads Paddle 3.x's PIR model.json
     "onnx": ["paddle2onnx==1.3.1", "onnxruntime"],
-    "test": ["pytest"],
+    "onnx-paddle3": ["paddle2onnx==2.1.0", "onnxruntime"],
+    "test": ["pytest", "opencv-python", "Pillow"],
 }
 
 setup(

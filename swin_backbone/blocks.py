@@ -27,6 +27,7 @@ zeros_ = nn.initializer.Constant(0.0)
 ones_ = nn.initializer.Constant(1.0)
 
 
+@paddle.jit.not_to_static  # dy2static would turn `x.shape` into tensors and each `if` below into a cond op
 def dims(x: paddle.Tensor) -> list:
     """x.shape, with runtime values (tensors) for the sizes a static graph leaves open (-1)."""
     if paddle.in_dynamic_mode():
@@ -37,9 +38,16 @@ def dims(x: paddle.Tensor) -> list:
 
 def window_partition(x: paddle.Tensor, window_size: int) -> paddle.Tensor:
     """[B, H, W, C] -> [B * nW, ws * ws, C]; H and W must be multiples of window_size."""
-    _, height, width, channels = dims(x)
-    x = x.reshape([-1, height // window_size, window_size, width // window_size, window_size, channels])
-    return x.transpose([0, 1, 3, 2, 4, 5]).reshape([-1, window_size * window_size, channels])
+    batch, height, width, channels = dims(x)
+    grid_h, grid_w = height // window_size, width // window_size
+    x = x.reshape([-1, grid_h, window_size, grid_w, window_size, channels]).transpose([0, 1, 3, 2, 4, 5])
+    # Static graphs: the window count as a runtime value, not -1. Paddle 3's oneDNN inference pass
+    # operator_reshape_onednn_fuse_pass folds a transpose followed by a reshape to a constant shape into
+    # one fused_transpose whose declared shape stays the transpose's ([-1, -1, -1, 7, 7, C]), so the qkv
+    # fc after it flattens that to [1, -784] and predictor creation fails; it leaves alone a reshape
+    # whose shape is computed at runtime.
+    windows = -1 if paddle.in_dynamic_mode() else batch * grid_h * grid_w
+    return x.reshape([windows, window_size * window_size, channels])
 
 
 def window_reverse(windows: paddle.Tensor, window_size: int, height: int, width: int) -> paddle.Tensor:
@@ -92,7 +100,10 @@ def shifted_window_mask(height, width, window_size: int, shift_size: int) -> pad
         + _region_ids(width, window_size, shift_size).unsqueeze(0)
     regions = window_partition(regions.astype("float32").reshape([1, height, width, 1]), window_size).squeeze(-1)
     different = regions.unsqueeze(2) != regions.unsqueeze(1)
-    return paddle.where(different, paddle.full([], MASK_VALUE), paddle.zeros([]))
+    # A scaled 0/1 map, not paddle.where over 0-D operands: static graphs build that where by broadcasting
+    # through adds of 0-D tensors to [nW, N, N] ones, which oneDNN's elementwise_add rejects ("could not
+    # reshape a memory descriptor", Paddle 2.6 Inference), and Paddle 3 warns that a PIR value has no place.
+    return different.astype("float32") * MASK_VALUE
 
 
 class DropPath(nn.Layer):

@@ -11,6 +11,8 @@ import pytest
 from conftest import ROOT
 from synthetic_data import write_coco
 
+pytestmark = pytest.mark.plugins  # PaddleDetection / PaddleSeg: Paddle 2.6 only
+
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "det_configs", "*.yml")))
 TOOLS = os.path.join(ROOT, "tools")
 

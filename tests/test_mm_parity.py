@@ -15,6 +15,8 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 
+pytestmark = pytest.mark.plugins  # PaddleDetection / PaddleSeg: Paddle 2.6 only
+
 MM = os.path.join(FIXTURES, "mm_reference")
 TOLERANCE = 1e-4
 

@@ -101,6 +101,7 @@ def test_resume_refuses_malicious_checkpoint(tmp_path):
     assert not marker.exists() and not (last / "optimizer.pdopt.ran").exists()
 
 
+@pytest.mark.plugins
 def test_framework_loaders_get_only_checked_files(tmp_path):
     """PaddleSeg's and PaddleDetection's own loaders (plain pickle) never see a file our reader refuses."""
     path, marker = evil_pdparams(tmp_path)

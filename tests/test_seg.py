@@ -14,6 +14,8 @@ from synthetic_data import write_ade20k
 
 import swin_backbone.paddleseg as seg_plugin  # noqa: E402
 
+pytestmark = pytest.mark.plugins  # PaddleDetection / PaddleSeg: Paddle 2.6 only
+
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "seg_configs", "*.yml")))
 TOOLS = os.path.join(ROOT, "tools")
 SMOKE = os.path.join(ROOT, "seg_configs", "upernet_swin_smoke.yml")

@@ -8,10 +8,12 @@
         --weights output/mask_rcnn_swin_tiny_fpn_1x_coco/model_final.pdparams --output out/det
     add --onnx (cls, backbone) to convert with paddle2onnx and check with onnxruntime (pip install .[onnx]).
 
-cls / backbone / seg write OUTPUT/model.pdmodel + model.pdiparams with one input `image` of shape
-[N, 3, H, W] (any N, H, W; float32, normalised as in training) and OUTPUT/export.json describing them.
-Outputs: cls `logits` [N, classes]; backbone four NCHW feature maps (strides 4, 8, 16, 32);
-seg `label_map` int32 [N, H, W] (argmax of the logits at input size).
+cls / backbone / seg write the installed Paddle's own inference format -- OUTPUT/model.pdmodel (Paddle 2.x)
+or OUTPUT/model.json (Paddle 3.x, PIR) -- + model.pdiparams, with one input `image` of shape [N, 3, H, W]
+(any N, H, W; float32, normalised as in training), and OUTPUT/export.json describing them.
+Outputs, named in the model file: cls `logits` [N, classes]; backbone `stage<i>` for each of its
+out_indices (NCHW feature maps, strides 4, 8, 16, 32); seg `label_map` int32 [N, H, W] (argmax of the
+logits at input size).
 det uses PaddleDetection's own exporter: OUTPUT/model.pdmodel + infer_cfg.yml, inputs
 `image` [N, 3, H, W], `im_shape` [N, 2] (h, w after resize) and `scale_factor` [N, 2] (resize ratios y, x);
 outputs `bbox` [M, 6] (class, score, x0, y0, x1, y1), `bbox_num` [N] and `mask` [M, H0, W0].
@@ -22,7 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,14 +70,68 @@ def build(args: argparse.Namespace) -> paddle.nn.Layer:
     return SegmentationLabels(model)
 
 
-def export_static(model: paddle.nn.Layer, output: str) -> str:
-    """to_static with a fully dynamic [N, 3, H, W] input, then jit.save; returns the path prefix."""
+def export_static(model: paddle.nn.Layer, output: str, output_names: Optional[List[str]] = None) -> str:
+    """to_static with a fully dynamic [N, 3, H, W] input, then jit.save; returns the path prefix.
+
+    jit.save writes the installed Paddle's format: prefix.pdmodel on Paddle 2.x, prefix.json (PIR) on 3.x.
+    """
     model.eval()
     static = paddle.jit.to_static(model, input_spec=[InputSpec([None, 3, None, None], "float32", "image")],
                                   full_graph=True)
     prefix = os.path.join(output, "model")
+    for stale in (prefix + ".json", prefix + ".pdmodel"):  # an earlier export under the other Paddle
+        if os.path.isfile(stale):
+            os.remove(stale)
     paddle.jit.save(static, prefix)
+    if output_names:
+        name_outputs(prefix, output_names)
     return prefix
+
+
+def name_outputs(prefix: str, names: List[str]) -> None:
+    """Rename the saved model's outputs, in order (jit.save calls them save_infer_model/scale_<i>.tmp_<j> on
+    Paddle 2.x and fetch_name_<i> on 3.x, and offers no way to choose)."""
+    path = model_file(prefix)
+    if path.endswith(".json"):  # PIR: each output is a fetch op whose `name` attribute is the output's name
+        with open(path) as handle:
+            program = json.load(handle)
+        ops = program["program"]["regions"][0]["blocks"][0]["ops"]
+        attrs = [{a["N"]: a["AT"] for a in op.get("A", [])} for op in ops if op.get("#", "").endswith(".fetch")]
+        attrs.sort(key=lambda a: a["col"]["D"])
+        if len(attrs) != len(names):
+            raise ValueError(f"{path}: {len(attrs)} outputs, {len(names)} names given ({names})")
+        for attr, name in zip(attrs, names):
+            attr["name"]["D"] = name
+        with open(path, "w") as handle:
+            json.dump(program, handle, separators=(",", ":"))
+        return
+    from paddle.base import core
+
+    with open(path, "rb") as handle:
+        desc = core.ProgramDesc(handle.read())
+    block = desc.block(0)
+    fetches = [block.op(i) for i in range(block.op_size()) if block.op(i).type() == "fetch"]
+    fetches.sort(key=lambda op: op.attr("col"))
+    if len(fetches) != len(names):
+        raise ValueError(f"{path}: {len(fetches)} outputs, {len(names)} names given ({names})")
+    for op, name in zip(fetches, names):
+        block._rename_var(op.input("X")[0].encode(), name.encode())  # the variable and every op using it
+    with open(path, "wb") as handle:
+        handle.write(desc.serialize_to_string())
+
+
+def model_file(prefix: str) -> str:
+    """The saved program next to prefix.pdiparams: prefix.json (Paddle 3.x) or prefix.pdmodel (Paddle 2.x)."""
+    for suffix in (".json", ".pdmodel"):
+        if os.path.isfile(prefix + suffix):
+            return prefix + suffix
+    raise FileNotFoundError(f"no {prefix}.pdmodel or {prefix}.json")
+
+
+def output_names(task: str, model: paddle.nn.Layer) -> List[str]:
+    if task == "backbone":
+        return [f"stage{i}" for i in model.out_indices]
+    return {"cls": ["logits"], "seg": ["label_map"]}[task]
 
 
 def export_onnx(prefix: str, check_shapes: List[tuple]) -> str:
@@ -86,7 +142,8 @@ def export_onnx(prefix: str, check_shapes: List[tuple]) -> str:
     except ImportError as error:
         raise SystemExit(f"--onnx needs paddle2onnx and onnxruntime (pip install '.[onnx]'): {error}")
     path = prefix + ".onnx"
-    paddle2onnx.export(prefix + ".pdmodel", prefix + ".pdiparams", path, opset_version=ONNX_OPSET,
+    # paddle2onnx 1.x reads .pdmodel (Paddle 2.x), 2.x reads the PIR .json of Paddle 3.x
+    paddle2onnx.export(model_file(prefix), prefix + ".pdiparams", path, opset_version=ONNX_OPSET,
                        enable_onnx_checker=True)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     for shape in check_shapes:
@@ -149,11 +206,12 @@ def main(argv=None) -> Dict:
     if args.task == "det":
         info = export_det(args)
     else:
-        prefix = export_static(build(args), args.output)
-        outputs = {"cls": ["logits"], "backbone": ["stage0", "stage1", "stage2", "stage3"],
-                   "seg": ["label_map"]}[args.task]
+        model = build(args)
+        outputs = output_names(args.task, model)
+        prefix = export_static(model, args.output, outputs)
         info = {"task": args.task, "inputs": ["image"], "input_shape": [None, 3, None, None], "outputs": outputs,
-                "model": args.model if args.task != "seg" else args.config}
+                "model": args.model if args.task != "seg" else args.config,
+                "model_file": os.path.basename(model_file(prefix)), "paddle": paddle.__version__}
         if args.onnx:
             info["onnx"] = export_onnx(prefix, [(1, 3, 97, 131), (2, 3, 224, 224)])
     with open(os.path.join(args.output, "export.json"), "w") as handle:

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,11 +37,7 @@ class Predictor:
 
         # PaddleDetection 2.6's exported post-processing indexes 0-D tensors: Paddle 2.6 needs this flag.
         paddle.set_flags({"FLAGS_set_to_1d": True})
-        model, params = os.path.join(model_dir, "model.pdmodel"), os.path.join(model_dir, "model.pdiparams")
-        for path in (model, params):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"exported model file missing: {path} (write it with tools/export.py)")
-        config = inference.Config(model, params)
+        config = inference.Config(*model_files(model_dir))
         config.disable_glog_info()
         if gpu:
             config.enable_use_gpu(256, 0)
@@ -69,6 +65,23 @@ class Predictor:
             handle.copy_from_cpu(feeds[name])
         self.predictor.run()
         return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
+
+
+def model_files(model_dir: str) -> Tuple[str, str]:
+    """(program, parameters) of an exported model: model.pdmodel as Paddle 2.x writes it, or model.json (PIR)
+    as Paddle 3.x does. Paddle 3.x reads both; Paddle 2.x only the first."""
+    import paddle
+
+    paddle3 = paddle.__version__.split(".")[0] != "2"
+    params = os.path.join(model_dir, "model.pdiparams")
+    for name in ("model.json", "model.pdmodel") if paddle3 else ("model.pdmodel",):
+        if os.path.isfile(os.path.join(model_dir, name)) and os.path.isfile(params):
+            return os.path.join(model_dir, name), params
+    if os.path.isfile(os.path.join(model_dir, "model.json")) and not paddle3:
+        raise FileNotFoundError(f"{model_dir} holds a model exported by Paddle 3.x (model.json, PIR), which Paddle "
+                                f"{paddle.__version__} cannot read: re-export it with tools/export.py under this Paddle")
+    raise FileNotFoundError(f"no exported model in {model_dir}: expected model.pdmodel (Paddle 2.x) or model.json "
+                            "(Paddle 3.x) with model.pdiparams (write them with tools/export.py)")
 
 
 def load_image(path: str, size: Optional[int]) -> np.ndarray:
