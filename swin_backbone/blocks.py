@@ -100,9 +100,10 @@ def shifted_window_mask(height, width, window_size: int, shift_size: int) -> pad
         + _region_ids(width, window_size, shift_size).unsqueeze(0)
     regions = window_partition(regions.astype("float32").reshape([1, height, width, 1]), window_size).squeeze(-1)
     different = regions.unsqueeze(2) != regions.unsqueeze(1)
-    # A scaled 0/1 map, not paddle.where over 0-D operands: static graphs build that where by broadcasting
-    # through adds of 0-D tensors to [nW, N, N] ones, which oneDNN's elementwise_add rejects ("could not
-    # reshape a memory descriptor", Paddle 2.6 Inference), and Paddle 3 warns that a PIR value has no place.
+    # A scaled 0/1 map, not paddle.where over 0-D values: a static graph broadcasts those through
+    # `0-D + [nW, N, N]` adds, whose 0-D constant Paddle Inference's default oneDNN kernels cannot broadcast
+    # ("could not reshape a memory descriptor", Paddle 2.6), and Paddle 3 warns that a PIR value has no place.
+    # Same values, bit for bit.
     return different.astype("float32") * MASK_VALUE
 
 
@@ -206,8 +207,12 @@ class WindowAttention(nn.Layer):
         # Biases are added with only leading dims to broadcast over (no size-1 axes): Paddle's CPU add then
         # takes its row-wise path, ~8x faster than its general broadcast.
         bias = self.relative_position_bias()
-        if mask is None:
+        if mask is None and rows.use_gathers():
             attn = attn + bias
+        elif mask is None:
+            # Static graphs: a reshape between matmul and add. Paddle Inference's oneDNN passes would fuse
+            # `matmul + [nH, N, N]` into one matmul whose lower-rank addend makes it ~100x slower.
+            attn = (attn.reshape([-1, 1, self.num_heads, n, n]) + bias).reshape([-1, self.num_heads, n, n])
         else:  # bias and mask summed first: one pass over the attention map instead of two
             num_windows = dims(mask)[0]
             bias = mask.unsqueeze(1).tile([1, self.num_heads, 1, 1]) + bias

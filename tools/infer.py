@@ -21,9 +21,6 @@ import numpy as np  # noqa: E402
 from swin_backbone.errors import MalformedFileError, SwinInputError  # noqa: E402
 from swin_backbone.runtime import available_cores, image_size, positive_int, run_tool  # noqa: E402
 
-# oneDNN kernels for the heavy ops only: its elementwise_add fails ("could not reshape a memory
-# descriptor") on the broadcasts of the runtime-shaped window mask.
-ONEDNN_OPS = {"matmul_v2", "matmul", "softmax", "layer_norm", "gelu", "conv2d", "fc"}
 MEAN = np.array([0.485, 0.456, 0.406], "float32")
 STD = np.array([0.229, 0.224, 0.225], "float32")
 
@@ -44,9 +41,10 @@ class Predictor:
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(threads or available_cores())
+            # oneDNN as Paddle Inference sets it up by default (every op it has a kernel for, all its fuse passes),
+            # which is also how PaddleDetection's and PaddleSeg's deploy clients run our exports.
             if onednn:
                 config.enable_mkldnn()
-                config.set_mkldnn_op(ONEDNN_OPS)
             else:
                 config.disable_mkldnn()
         self.predictor = inference.create_predictor(config)
@@ -117,9 +115,7 @@ def main(argv=None):
                 info = dict(json.load(handle))
         except (ValueError, TypeError) as error:
             raise MalformedFileError(f"{info_path}: not a readable export description ({error})") from None
-    # oneDNN limited to ONEDNN_OPS breaks the R-CNN graph's activation fusions: plain kernels for det.
-    onednn = not args.no_onednn and info["task"] != "det"
-    predictor = Predictor(args.model_dir, args.gpu, args.threads, onednn)  # exactly the folder given
+    predictor = Predictor(args.model_dir, args.gpu, args.threads, not args.no_onednn)  # exactly the folder given
     if args.image:
         images = load_image(args.image, None)
     else:
