@@ -165,25 +165,132 @@ def test_cli_classifier_export_and_infer(tmp_path):
     assert proc.returncode == 0 and "[[3, 10]]" in proc.stdout, proc.stderr[-3000:]
 
 
+SHIFTED_SEG = """_base_: '{base}'
+model:
+  backbone:
+    depths: [2, 2, 2, 2]  # two blocks a stage: shifted windows, whose mask broke the default predictor
+    num_heads: [1, 2, 2, 4]
+"""
+
+
 @pytest.mark.plugins
-def test_segmentation_export_runs_at_non_square_size(tmp_path):
+def test_segmentation_export_runs_in_paddleseg_deploy_setup(tmp_path):
+    """The UperNet export with its deploy.yaml: PaddleSeg's own DeployConfig reads it and builds its stock
+    transforms, and a default-config predictor gives eager's labels at two odd sizes and two batch sizes."""
+    import cv2
+    import paddle.inference as inference
+    import swin_backbone.paddleseg  # noqa: F401
+    from paddleseg.cvlibs import Config, SegBuilder
+    from paddleseg.deploy.infer import DeployConfig
+
+    config = tmp_path / "upernet_shifted.yml"
+    config.write_text(SHIFTED_SEG.format(base=os.path.join(ROOT, "seg_configs", "upernet_swin_smoke.yml")))
+    paddle.seed(5)
+    model = SegBuilder(Config(str(config), opts=["model.backbone.pretrained=None"])).model
+    model.eval()
+    weights = str(tmp_path / "upernet.pdparams")
+    paddle.save(model.state_dict(), weights)
     out = str(tmp_path / "seg")
-    proc = run_tool("export.py", "--task", "seg", "--config", os.path.join(ROOT, "seg_configs", "upernet_swin_smoke.yml"),
-                    "--output", out)
+    proc = run_tool("export.py", "--task", "seg", "--config", str(config), "--weights", weights, "--output", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    label_map = infer.Predictor(out)(np.random.rand(1, 3, 75, 118).astype("float32"))[0]
-    assert label_map.shape == (1, 75, 118) and label_map.dtype == np.int32
-    assert label_map.min() >= 0 and label_map.max() < 150
+
+    deploy = DeployConfig(os.path.join(out, "deploy.yaml"))  # what PaddleSeg's deploy/python/infer.py does
+    kinds = [type(t).__name__ for t in deploy.transforms.transforms]
+    assert kinds == ["Resize", "Normalize"] and all(type(t).__module__.startswith("paddleseg.")
+                                                    for t in deploy.transforms.transforms)
+    predictor = inference.create_predictor(inference.Config(deploy.model, deploy.params))  # default config
+    rng = np.random.default_rng(0)
+    for batch, (height, width) in ((1, (97, 131)), (2, (120, 203))):
+        images = []
+        for i in range(batch):
+            path = str(tmp_path / f"picture{i}.jpg")
+            cv2.imwrite(path, rng.integers(0, 255, (height, width, 3)).astype(np.uint8))
+            images.append(deploy.transforms({"img": path})["img"])
+        x = np.stack(images)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(x)
+        predictor.run()
+        labels = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        with paddle.no_grad():
+            logits = model(paddle.to_tensor(x))[0].numpy()
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        sure = top2[:, 1] - top2[:, 0] > 1e-4  # pixels where float rounding cannot swap the two best classes
+        assert labels.shape == logits.argmax(1).shape and labels.dtype == np.int32
+        assert (labels == logits.argmax(1))[sure].all() and sure.mean() > 0.99
+
+
+SHIFTED_DET = """_BASE_: ['{base}']
+SwinBackbone:
+  depths: [2, 2, 2, 2]  # shifted windows
+  num_heads: [1, 2, 2, 4]
+BBoxPostProcess:
+  decode: RCNNBox
+  nms:
+    name: MultiClassNMS
+    keep_top_k: 100
+    score_threshold: 0.0  # random weights: keep every box, to compare many
+    nms_threshold: 0.5
+"""
+
+DET_EAGER = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {tools!r})
+import det_common
+import paddle
+from ppdet.core.workspace import create
+paddle.seed(7)
+cfg = det_common.load_config({config!r}, {{}})
+model = create(cfg.architecture)
+model.eval()
+paddle.save(model.state_dict(), {weights!r})
+x = np.load({image!r})
+h, w = x.shape[2:]
+with paddle.no_grad():
+    out = model({{"image": paddle.to_tensor(x), "im_shape": paddle.to_tensor([[h, w]], "float32"),
+                 "scale_factor": paddle.to_tensor([[1.0, 1.0]], "float32")}})
+np.savez({result!r}, bbox=out["bbox"].numpy(), mask=out["mask"].numpy())
+"""
 
 
 @pytest.mark.plugins
-def test_detection_export_runs_at_odd_size(tmp_path):
-    out = str(tmp_path / "det")
-    proc = run_tool("export.py", "--task", "det", "--config", os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml"),
-                    "--output", out)
+def test_detection_export_runs_in_default_predictor(tmp_path):
+    """The Mask R-CNN export under a default-config predictor (as PaddleDetection's client runs it) gives
+    eager's boxes, classes, scores and masks."""
+    config = tmp_path / "mask_rcnn_shifted.yml"
+    config.write_text(SHIFTED_DET.format(base=os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml")))
+    image, weights, result = (str(tmp_path / n) for n in ("image.npy", "det.pdparams", "eager.npz"))
+    x = np.random.default_rng(1).normal(size=(1, 3, 256, 352)).astype("float32")
+    np.save(image, x)
+    proc = subprocess.run([sys.executable, "-c", DET_EAGER.format(tools=os.path.join(ROOT, "tools"), config=str(config),
+                                                                   weights=weights, image=image, result=result)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.load(open(os.path.join(out, "export.json")))
-    assert info["inputs"] == ["image", "im_shape", "scale_factor"]
-    bbox, bbox_num, masks = infer.Predictor(out)(
-        np.random.rand(1, 3, 250, 333).astype("float32"))
-    assert bbox.shape[1] == 6 and bbox_num.shape == (1,) and masks.shape[1:] == (250, 333)
+    out = str(tmp_path / "det")
+    proc = run_tool("export.py", "--task", "det", "--config", str(config), "--weights", weights, "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.load(open(os.path.join(out, "export.json")))["inputs"] == ["image", "im_shape", "scale_factor"]
+    assert os.path.isfile(os.path.join(out, "infer_cfg.yml"))  # what PaddleDetection's deploy client reads
+    bbox, bbox_num, masks = infer.Predictor(out)(x)
+    eager = np.load(result)
+    assert len(bbox) == len(eager["bbox"]) == int(bbox_num[0]) > 10
+    order, eager_order = np.lexsort((-bbox[:, 1], bbox[:, 0])), np.lexsort((-eager["bbox"][:, 1], eager["bbox"][:, 0]))
+    got, want = bbox[order], eager["bbox"][eager_order]
+    np.testing.assert_array_equal(got[:, 0], want[:, 0])
+    assert float(np.abs(got[:, 1] - want[:, 1]).max()) <= 1e-4 and float(np.abs(got[:, 2:] - want[:, 2:]).max()) <= 1e-3
+    assert (masks[order] != eager["mask"][eager_order]).mean() < 1e-3
+
+
+def test_infer_switches_are_checked(tmp_path):
+    proc = run_tool("infer.py", "--model-dir", str(tmp_path), "--trt", "fp16")
+    assert proc.returncode == 2 and "--trt needs --gpu" in proc.stderr
+    proc = run_tool("infer.py", "--model-dir", str(tmp_path), "--gpu", "--trt-sizes", "64x64:32x32:128x128")
+    assert proc.returncode == 2 and "MIN <= OPT <= MAX" in proc.stderr
+    shapes = infer.trt_shape_ranges(["image", "im_shape", "scale_factor"], ((32, 32), (224, 224), (800, 1333)), 2)
+    assert shapes[0]["image"] == [1, 3, 32, 32] and shapes[1]["image"] == [2, 3, 800, 1333]
+    assert shapes[2]["image"] == [1, 3, 224, 224] and shapes[1]["im_shape"] == [2, 2]
+    if not paddle.is_compiled_with_cuda():  # a CPU build says so in one line
+        proc = run_tool("infer.py", "--model-dir", str(tmp_path), "--gpu")
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == \
+            "error: --gpu: this Paddle has no CUDA (install paddlepaddle-gpu)"

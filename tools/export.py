@@ -14,7 +14,8 @@ or OUTPUT/model.json (Paddle 3.x, PIR) -- + model.pdiparams, with one input `ima
 Outputs, named in the model file: cls `logits` [N, classes]; backbone `stage<i>` for each of its
 out_indices (NCHW feature maps, strides 4, 8, 16, 32); seg `label_map` int32 [N, H, W] (argmax of the
 logits at input size).
-det uses PaddleDetection's own exporter: OUTPUT/model.pdmodel + infer_cfg.yml, inputs
+seg also writes OUTPUT/deploy.yaml for PaddleSeg's deploy client (stock transforms only).
+det uses PaddleDetection's own exporter: OUTPUT/model.pdmodel + infer_cfg.yml (its deploy client's), inputs
 `image` [N, 3, H, W], `im_shape` [N, 2] (h, w after resize) and `scale_factor` [N, 2] (resize ratios y, x);
 outputs `bbox` [M, 6] (class, score, x0, y0, x1, y1), `bbox_num` [N] and `mask` [M, H0, W0].
 """
@@ -34,7 +35,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 from paddle.static import InputSpec  # noqa: E402
 
-from swin_backbone import PRESETS, load_pretrained  # noqa: E402
+from swin_backbone import PRESETS, SwinInputError, load_pretrained  # noqa: E402
 from swin_backbone.presets import create_model  # noqa: E402
 from swin_backbone.runtime import non_negative_int, positive_int, run_tool  # noqa: E402
 from swin_backbone.safe_load import check_pickle_file  # noqa: E402
@@ -152,6 +153,33 @@ def export_onnx(prefix: str, check_shapes: List[tuple]) -> str:
     return path
 
 
+def seg_deploy_config(config: str, model_file: str) -> Dict:
+    """PaddleSeg's deploy.yaml for a seg export: the config's test transforms as stock PaddleSeg 2.8 transforms,
+    so that PaddleSeg's own deploy/python/infer.py runs it.
+
+    Our keep-ratio RescaleToFit((long, short)) becomes the stock Resize(target_size, keep_ratio=True): the same
+    scale, min(long / max(h, w), short / min(h, w)), and interpolation; it rounds the new size with round()
+    (halves to even) where ours rounds halves up, so an image whose scaled side ends in exactly .5 comes out
+    one pixel smaller on that side.
+    """
+    from paddleseg.cvlibs import Config, manager
+
+    transforms = []
+    for transform in Config(config).val_dataset_cfg.get("transforms", []):
+        transform = dict(transform)
+        kind = transform.pop("type")
+        if kind == "RescaleToFit":
+            scale = transform.pop("scale", (2048, 512))
+            kind, transform = "Resize", {"target_size": [max(scale), min(scale)], "keep_ratio": True}
+        component = manager.TRANSFORMS.components_dict.get(kind)
+        if component is None or not component.__module__.startswith("paddleseg."):
+            raise SwinInputError(f"{config}: the test transform {kind} has no stock PaddleSeg equivalent, so "
+                                 "PaddleSeg's deploy client could not run this export")
+        transforms.append({"type": kind, **transform})
+    return {"Deploy": {"model": os.path.basename(model_file), "params": "model.pdiparams", "transforms": transforms,
+                       "input_shape": [None, 3, None, None], "output_op": "argmax", "output_dtype": "int32"}}
+
+
 def export_det(args: argparse.Namespace) -> Dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from det_common import load_config, load_weights
@@ -214,6 +242,11 @@ def main(argv=None) -> Dict:
                 "model_file": os.path.basename(model_file(prefix)), "paddle": paddle.__version__}
         if args.onnx:
             info["onnx"] = export_onnx(prefix, [(1, 3, 97, 131), (2, 3, 224, 224)])
+        if args.task == "seg":  # PaddleSeg's deploy client reads this (python deploy/python/infer.py --config)
+            import yaml
+
+            with open(os.path.join(args.output, "deploy.yaml"), "w") as handle:
+                yaml.safe_dump(seg_deploy_config(args.config, model_file(prefix)), handle, sort_keys=False)
     with open(os.path.join(args.output, "export.json"), "w") as handle:
         json.dump(info, handle, indent=1)
     print(f"exported {args.task} to {args.output}")

@@ -3,7 +3,12 @@
     python tools/infer.py --model-dir out/cls --image cat.jpg            # cls: top-5; seg: writes a class map
     python tools/infer.py --model-dir out/backbone --size 800x1216 --batch 2 --repeats 10
     python tools/infer.py --model-dir out/det --size 250x333       # prints the output shapes (bbox, bbox_num, mask)
-    add --gpu to run on GPU 0, --no-onednn to keep CPU kernels plain.
+    python tools/infer.py --model-dir out/backbone --gpu [--gpu-id 1] [--trt fp16 --trt-sizes 224x224:800x1216:1333x1333]
+
+On CPU it runs Paddle Inference's default configuration (oneDNN for every op, all fuse passes), as
+PaddleDetection's and PaddleSeg's deploy clients do; --no-onednn keeps the plain CPU kernels. --gpu runs on a GPU
+(paddlepaddle-gpu), --trt adds TensorRT subgraphs (a Paddle built with TensorRT) for input sizes between the
+smallest and largest of --trt-sizes MIN:OPT:MAX and batches up to --batch.
 """
 import argparse
 import json
@@ -19,25 +24,60 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 import numpy as np  # noqa: E402
 
 from swin_backbone.errors import MalformedFileError, SwinInputError  # noqa: E402
-from swin_backbone.runtime import available_cores, image_size, positive_int, run_tool  # noqa: E402
+from swin_backbone.runtime import (available_cores, image_size, non_negative_int, positive_int,  # noqa: E402
+                                   run_tool)
 
 MEAN = np.array([0.485, 0.456, 0.406], "float32")
 STD = np.array([0.229, 0.224, 0.225], "float32")
 
 
+TRT_PRECISIONS = ("fp32", "fp16")
+
+
+def size_range(text: str) -> Tuple[Tuple[int, int], ...]:
+    """An argparse type for MIN:OPT:MAX sizes, each HxW, growing from MIN to MAX."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN:OPT:MAX sizes such as 32x32:224x224:1333x1333")
+    sizes = tuple(image_size(part) for part in parts)
+    if not all(a <= b for lo, hi in zip(sizes, sizes[1:]) for a, b in zip(lo, hi)):
+        raise argparse.ArgumentTypeError(f"{text!r}: each size must be at most the next (MIN <= OPT <= MAX)")
+    return sizes
+
+
+def trt_shape_ranges(input_names: List[str], sizes: Tuple[Tuple[int, int], ...], max_batch: int) -> Tuple[dict, ...]:
+    """(min, max, opt) input shapes for TensorRT's dynamic-shape engine, from (min, opt, max) HxW sizes."""
+    (min_h, min_w), (opt_h, opt_w), (max_h, max_w) = sizes
+    per_input = {"image": ([1, 3, min_h, min_w], [max_batch, 3, max_h, max_w], [1, 3, opt_h, opt_w]),
+                 "im_shape": ([1, 2], [max_batch, 2], [1, 2]), "scale_factor": ([1, 2], [max_batch, 2], [1, 2])}
+    return tuple({name: per_input[name][i] for name in input_names if name in per_input} for i in range(3))
+
+
 class Predictor:
     """A Paddle Inference predictor for one exported model directory."""
 
-    def __init__(self, model_dir: str, gpu: bool = False, threads: Optional[int] = None, onednn: bool = True):
+    def __init__(self, model_dir: str, gpu: bool = False, threads: Optional[int] = None, onednn: bool = True,
+                 gpu_id: int = 0, trt: Optional[str] = None,
+                 trt_sizes: Tuple[Tuple[int, int], ...] = ((32, 32), (224, 224), (1333, 1333)), max_batch: int = 1):
         import paddle
         import paddle.inference as inference
 
+        if gpu and not paddle.is_compiled_with_cuda():
+            raise SwinInputError("--gpu: this Paddle has no CUDA (install paddlepaddle-gpu)")
         # PaddleDetection 2.6's exported post-processing indexes 0-D tensors: Paddle 2.6 needs this flag.
         paddle.set_flags({"FLAGS_set_to_1d": True})
         config = inference.Config(*model_files(model_dir))
         config.disable_glog_info()
         if gpu:
-            config.enable_use_gpu(256, 0)
+            config.enable_use_gpu(256, gpu_id)
+            if trt:
+                if tuple(inference.get_trt_compile_version()) == (0, 0, 0):
+                    raise SwinInputError("--trt: this Paddle was built without TensorRT")
+                precision = inference.PrecisionType.Half if trt == "fp16" else inference.PrecisionType.Float32
+                config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=max_batch, min_subgraph_size=3,
+                                              precision_mode=precision, use_static=False, use_calib_mode=False)
+                inputs = export_info(model_dir).get("inputs", ["image"])
+                config.set_trt_dynamic_shape_info(*trt_shape_ranges(inputs, trt_sizes, max_batch))
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(threads or available_cores())
@@ -63,6 +103,18 @@ class Predictor:
             handle.copy_from_cpu(feeds[name])
         self.predictor.run()
         return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
+
+
+def export_info(model_dir: str) -> dict:
+    """The export.json tools/export.py writes beside a model ({"task": "unknown"} where there is none)."""
+    path = os.path.join(model_dir, "export.json")
+    if not os.path.isfile(path):
+        return {"task": "unknown"}
+    try:
+        with open(path) as handle:
+            return dict(json.load(handle))
+    except (ValueError, TypeError) as error:
+        raise MalformedFileError(f"{path}: not a readable export description ({error})") from None
 
 
 def model_files(model_dir: str) -> Tuple[str, str]:
@@ -102,20 +154,20 @@ def main(argv=None):
     parser.add_argument("--size", type=image_size, default=(224, 224), help="HxW of random input")
     parser.add_argument("--batch", type=positive_int, default=1)
     parser.add_argument("--repeats", type=positive_int, default=5)
-    parser.add_argument("--gpu", action="store_true")
-    parser.add_argument("--threads", type=positive_int)
-    parser.add_argument("--no-onednn", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="run on a GPU (paddlepaddle-gpu)")
+    parser.add_argument("--gpu-id", type=non_negative_int, default=0)
+    parser.add_argument("--trt", choices=TRT_PRECISIONS, help="with --gpu: TensorRT subgraphs at this precision")
+    parser.add_argument("--trt-sizes", type=size_range, default=((32, 32), (224, 224), (1333, 1333)),
+                        help="MIN:OPT:MAX input sizes HxW of the TensorRT engine (default 32x32:224x224:1333x1333)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    parser.add_argument("--no-onednn", action="store_true", help="plain CPU kernels instead of oneDNN")
     parser.add_argument("--output", help="where seg writes its class map (PNG)")
     args = parser.parse_args(argv)
-    info_path = os.path.join(args.model_dir, "export.json")
-    info = {"task": "unknown"}
-    if os.path.isfile(info_path):
-        try:
-            with open(info_path) as handle:
-                info = dict(json.load(handle))
-        except (ValueError, TypeError) as error:
-            raise MalformedFileError(f"{info_path}: not a readable export description ({error})") from None
-    predictor = Predictor(args.model_dir, args.gpu, args.threads, not args.no_onednn)  # exactly the folder given
+    if args.trt and not args.gpu:
+        parser.error("--trt needs --gpu")
+    info = export_info(args.model_dir)
+    predictor = Predictor(args.model_dir, args.gpu, args.threads, not args.no_onednn, args.gpu_id, args.trt,
+                          args.trt_sizes, args.batch)  # exactly the folder given
     if args.image:
         images = load_image(args.image, None)
     else:
