@@ -40,7 +40,10 @@ class ConversionReport:
                             ("unexpected (ignored)", self.unexpected)):
             if keys:
                 lines.append(f"{title}: {len(keys)}: " + ", ".join(keys))
-        return "\n".join(lines) if lines else "all keys matched"
+        if self.clean:
+            lines.append("all keys matched" + (" (apart from what is listed as resized or dropped)"
+                                               if self.resized or self.dropped else ""))
+        return "\n".join(lines)
 
 
 # What a checkpoint's keys say it is, and how the converter names it in its report.

@@ -97,9 +97,10 @@ def convert_heads(source: Mapping[str, np.ndarray], target_shapes: Mapping[str, 
                   origin: str) -> Dict[str, np.ndarray]:
     """Rename and reshape the non-backbone weights by `rules`; class layers that do not fit are dropped."""
     converted: Dict[str, np.ndarray] = {}
-    dropped_classes = []
+    dropped_classes, counters = [], 0
     for name, value in source.items():
         if name.rsplit(".", 1)[-1] in _COUNTERS:  # a counter, not a weight: nothing to carry over
+            counters += 1
             continue
         ours = _rename(name, rules)
         if ours is None or ours not in target_shapes:
@@ -116,6 +117,8 @@ def convert_heads(source: Mapping[str, np.ndarray], target_shapes: Mapping[str, 
             raise CheckpointShapeError(f"{origin}: {name} (our {ours}) has shape {list(value.shape)}, the model "
                                        f"wants {list(target)}: does the config match the checkpoint?")
         converted[ours] = np.ascontiguousarray(value, dtype=np.float32)
+    if counters:
+        report.notes.append(f"skipped {counters} BatchNorm counters (num_batches_tracked): not weights")
     if dropped_classes:
         report.notes.append(f"the class layers ({', '.join(dropped_classes)}) do not fit the model's class count: "
                             "dropped, they start from scratch (fine-tuning on other classes)")
