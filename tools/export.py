@@ -153,7 +153,7 @@ def export_onnx(prefix: str, check_shapes: List[tuple]) -> str:
     return path
 
 
-def seg_deploy_config(config: str, model_file: str) -> Dict:
+def seg_deploy_config(config: str, program: str) -> Dict:
     """PaddleSeg's deploy.yaml for a seg export: the config's test transforms as stock PaddleSeg 2.8 transforms,
     so that PaddleSeg's own deploy/python/infer.py runs it.
 
@@ -176,7 +176,7 @@ def seg_deploy_config(config: str, model_file: str) -> Dict:
             raise SwinInputError(f"{config}: the test transform {kind} has no stock PaddleSeg equivalent, so "
                                  "PaddleSeg's deploy client could not run this export")
         transforms.append({"type": kind, **transform})
-    return {"Deploy": {"model": os.path.basename(model_file), "params": "model.pdiparams", "transforms": transforms,
+    return {"Deploy": {"model": os.path.basename(program), "params": "model.pdiparams", "transforms": transforms,
                        "input_shape": [None, 3, None, None], "output_op": "argmax", "output_dtype": "int32"}}
 
 
