@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Callable, Optional, Tuple, Type
+from typing import Callable, Optional, Tuple
 
 from .errors import SwinInputError
 
@@ -99,7 +99,7 @@ def image_size(text: str) -> Tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def run_tool(main: Callable, user_errors: Tuple[Type[BaseException], ...] = ()) -> None:
+def run_tool(main: Callable) -> None:
     """Run a command-line tool's main(): a user error (a missing or bad file, a bad value) ends as one line
     `error: ...` with exit code 1. `--debug` (taken out of sys.argv here) or SWIN_PADDLE_DEBUG=1 shows the
     traceback instead."""
@@ -109,7 +109,7 @@ def run_tool(main: Callable, user_errors: Tuple[Type[BaseException], ...] = ()) 
         debug = True
     try:
         main()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, SwinInputError, *user_errors) as error:
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, SwinInputError) as error:
         if debug:
             traceback.print_exc()
         message = str(error).strip().replace("\n", "; ")

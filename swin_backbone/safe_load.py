@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .errors import MalformedFileError, UnsafeFileError
+from .errors import MalformedFileError, SwinInputError, UnsafeFileError
 
 _NUMERIC_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex
 # Harmless constructors of plain values that pickles of numbers and containers name.
@@ -130,10 +130,17 @@ def unpickle_bytes(data: bytes, source: str, encoding: str = "ASCII", unpickler:
     return _check_values(value, source)
 
 
-def _read_file(path: str, what: str) -> bytes:
+def local_file(path: str, what: str = "file") -> str:
+    """`path`, if it names a local file; otherwise a one-line error (a URL is refused: nothing is downloaded)."""
+    if "://" in path:
+        raise SwinInputError(f"{what} {path}: must be a local file (nothing is downloaded)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
-    with open(path, "rb") as handle:
+    return path
+
+
+def _read_file(path: str, what: str) -> bytes:
+    with open(local_file(path, what), "rb") as handle:
         return handle.read()
 
 
@@ -246,9 +253,7 @@ class _TorchUnpickler(_RestrictedUnpickler):
 
 def read_torch_checkpoint(path: str) -> Dict[str, Any]:
     """A `torch.save` zip file as nested dicts of numpy arrays, executing nothing from its pickle."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(local_file(path, "checkpoint")):
         raise MalformedFileError(f"{path} is not a torch zip checkpoint (saved by torch >= 1.6); re-save it with "
                                  "torch.save(obj, path) in a recent torch, or pass a converted .pdparams")
     try:

@@ -13,7 +13,7 @@ import swin_backbone.ppdet  # noqa: E402,F401  (registers SwinBackbone, sets FLA
 from swin_backbone import load_pretrained  # noqa: E402
 from swin_backbone.errors import SwinInputError  # noqa: E402
 from swin_backbone.runtime import positive_int, set_num_threads  # noqa: E402
-from swin_backbone.safe_load import check_pickle_file, load_pickle_file  # noqa: E402
+from swin_backbone.safe_load import check_pickle_file, load_pickle_file, local_file  # noqa: E402
 
 COCO_LAYOUT = ("COCO layout: DATASET_DIR/ANNO_PATH (instances json with images, annotations with "
                "polygon segmentation, categories) and DATASET_DIR/IMAGE_DIR/<file_name> for every image")
@@ -95,12 +95,8 @@ def check_coco(cfg, *names: str) -> None:
 
 def ppdet_file(path: str, suffix: str = ".pdparams") -> str:
     """The file PaddleDetection reads for `path` (it strips a .pdparams / .pdopt ending and appends `suffix`)."""
-    if "://" in path:
-        raise SwinInputError(f"{path}: weights must be a local file (nothing is downloaded)")
     base = os.path.splitext(path)[0] if path.endswith((".pdparams", ".pdopt")) else path
-    if not os.path.isfile(base + suffix):
-        raise FileNotFoundError(f"weights not found: {base + suffix}")
-    return base + suffix
+    return local_file(base + suffix, "weights")
 
 
 def load_weights(trainer, path: str) -> None:
@@ -124,7 +120,7 @@ def load_pretrain(trainer, path: str) -> None:
         return
     file = ppdet_file(path)
     if any(str(key).startswith("backbone.") for key in load_pickle_file(file, "pretrain_weights")):
-        load_weights(trainer, path)
+        trainer.load_weights(path)  # the safe reader has just read this very file
     else:
         load_pretrained(trainer.model.backbone, file)
 

@@ -10,7 +10,6 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 import paddle  # noqa: E402
 
 import swin_backbone.paddleseg  # noqa: E402,F401  (registers SwinBackbone, SwinUperNet, transforms)
-from swin_backbone.errors import SwinInputError  # noqa: E402
 from swin_backbone.runtime import non_negative_int, positive_int, set_num_threads  # noqa: E402
 from swin_backbone.safe_load import check_pickle_file  # noqa: E402
 
@@ -87,20 +86,10 @@ def check_ade20k(dataset_cfg: dict) -> None:
                                 "val_dataset.dataset_root=ROOT")
 
 
-def check_weights(path: str, what: str) -> str:
-    """A local weights file checked by our safe reader, before PaddleSeg's loader (plain pickle) reads it."""
-    if "://" in path:
-        raise SwinInputError(f"{what} {path}: weights must be a local file (nothing is downloaded)")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what}: no file at {path}")
-    check_pickle_file(path, what)
-    return path
-
-
 def check_resume(folder: str) -> str:
     """A save_dir/iter_N folder whose model.pdparams and model.pdopt pass our safe reader."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--resume_model: no folder at {folder} (expected save_dir/iter_N)")
     for name in ("model.pdparams", "model.pdopt"):
-        check_weights(os.path.join(folder, name), "--resume_model")
+        check_pickle_file(os.path.join(folder, name), "--resume_model")
     return folder

@@ -4,8 +4,9 @@
         --model_path output/best_model/model.pdparams [--aug_eval --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip_horizontal]
 """
 
-from seg_common import arg_parser, check_ade20k, check_weights, setup
+from seg_common import arg_parser, check_ade20k, setup
 from swin_backbone.runtime import positive_float, run_tool
+from swin_backbone.safe_load import check_pickle_file
 
 
 def main(argv=None):
@@ -15,7 +16,7 @@ def main(argv=None):
     parser.add_argument("--scales", nargs="+", type=positive_float, default=[1.0])
     parser.add_argument("--flip_horizontal", action="store_true")
     args = parser.parse_args(argv)
-    check_weights(args.model_path, "--model_path")
+    check_pickle_file(args.model_path, "--model_path")  # before PaddleSeg unpickles it
     cfg, builder = setup(args, whole_model=True)
     check_ade20k(cfg.val_dataset_cfg)
     from paddleseg.utils import utils

@@ -5,8 +5,9 @@
 """
 import os
 
-from seg_common import arg_parser, check_weights, setup
+from seg_common import arg_parser, setup
 from swin_backbone.runtime import positive_float, run_tool
+from swin_backbone.safe_load import check_pickle_file
 
 
 def main(argv=None):
@@ -20,7 +21,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.exists(args.image_path):
         raise FileNotFoundError(f"--image_path: nothing at {args.image_path}")
-    check_weights(args.model_path, "--model_path")
+    check_pickle_file(args.model_path, "--model_path")  # before PaddleSeg unpickles it
     cfg, builder = setup(args, whole_model=True)
     from paddleseg.core import predict
     from paddleseg.transforms import Compose
