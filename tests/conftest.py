@@ -31,12 +31,17 @@ def pytest_collection_modifyitems(config, items):
 SMALL = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 
 
-def reference_case(name: str) -> str:
-    """Path of one reference case; fails (never skips) when the fixtures are absent."""
-    path = os.path.join(REFERENCE_DIR, name)
-    if not os.path.isdir(path):
-        pytest.fail(f"reference fixtures missing: {os.path.abspath(path)} (set SWIN_REFERENCE to their folder)")
+def require_fixture(path: str, what: str, hint: str) -> str:
+    """`path`; fails (never skips) when that fixture is absent."""
+    if not os.path.exists(path):
+        pytest.fail(f"{what} missing: {os.path.abspath(path)} ({hint})")
     return path
+
+
+def reference_case(name: str) -> str:
+    """Path of one reference case of the authors' outputs."""
+    return require_fixture(os.path.join(REFERENCE_DIR, name), "reference fixtures",
+                           "set SWIN_REFERENCE to their folder")
 
 
 def reference_arrays(name: str) -> dict:

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, require_fixture
 
 pytestmark = pytest.mark.plugins  # PaddleDetection / PaddleSeg: Paddle 2.6 only
 
@@ -22,10 +22,7 @@ TOLERANCE = 1e-4
 
 
 def fixture(name: str) -> str:
-    path = os.path.join(MM, name)
-    if not os.path.isfile(path):
-        pytest.fail(f"mmdet/mmseg reference fixture missing: {path} (see {MM}/README.md)")
-    return path
+    return require_fixture(os.path.join(MM, name), "mmdet/mmseg reference fixture", f"see {MM}/README.md")
 
 
 def arrays(name: str) -> dict:
