@@ -331,10 +331,9 @@ def _safetensors_entry(path: str, name: str, entry: Any, data_size: int) -> Tupl
         raise _safetensors_error(path, "entry", f"{name!r} is {str(entry)[:80]}, not exactly "
                                  "{dtype, shape, data_offsets}")
     dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype_name in _SAFETENSORS_UNSUPPORTED:
-        raise _safetensors_error(path, "dtype", f"{name!r} has dtype {dtype_name}, which Swin weights never use")
     if dtype_name not in _SAFETENSORS_DTYPES:
-        raise _safetensors_error(path, "dtype", f"{name!r} has unknown dtype {dtype_name!r}")
+        why = "Swin weights never use it" if dtype_name in _SAFETENSORS_UNSUPPORTED else "the format has no such dtype"
+        raise _safetensors_error(path, "dtype", f"{name!r} has dtype {str(dtype_name)[:20]!r}: {why}")
 
     def integers(value: Any) -> bool:
         return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
