@@ -238,8 +238,9 @@ def convert_state_dict(source: Mapping[str, np.ndarray], target_shapes: Mapping[
             f"{', '.join(sorted(source)[:3])}; the model's {', '.join(sorted(target_shapes)[:3])}): "
             "is it a Swin checkpoint for this task?")
     if any(_STAGE_NORM.match(name) for name in report.dropped):
-        report.notes.append("the detection backbone's per-stage norms norm0..norm3 have no place in this model: "
-                            "dropped (convert for the backbone, e.g. with --backbone, to keep them)")
+        report.notes.append("the per-stage output norms norm0..norm3 (a detection / segmentation backbone's) have no "
+                            "place in this model: dropped (convert for the backbone, e.g. with --backbone, to keep "
+                            "them)")
     report.missing = sorted(k for k in target_shapes if k not in converted)
     return converted, report
 
@@ -465,7 +466,8 @@ def convert_source(found: SourceWeights, target: Mapping[str, Tuple[int, ...]], 
             found.report.notes.append("its last stage's norm is the one its classifier pools after: loaded as the "
                                       "final norm")
     if others:
-        found.report.notes.append(f"only its backbone is used; not loaded: {', '.join(others)}")
+        found.report.notes.append(f"only its backbone is used; not loaded: {', '.join(others)} (convert_weights.py "
+                                  "--config converts a whole mmdetection / mmsegmentation model)")
     converted, report = convert_state_dict(weights, target, torch_layout=found.file.torch_layout, origin=origin)
     if found.adapted is not None:  # a merged or permuted tensor is reported as converted, not as copied
         report.copied = [name for name in report.copied if name not in found.adapted.changed]
