@@ -5,6 +5,8 @@
 file or a Hugging Face model folder through the safe readers (`safe_load.py`); `load_pretrained` converts
 it for a model and reports what it did, what it dropped and why, and what it left at initialisation.
 """
+import contextlib
+import contextvars
 import json
 import os
 import re
@@ -26,13 +28,18 @@ _STAGE_NORM = re.compile(r"norm[0-9]+\.")  # the detection backbone's per-stage 
 IMAGENET_22K_CLASSES, IMAGENET_1K_CLASSES = 21841, 1000
 
 
-def compact(names: List[str]) -> str:
-    """Names listed once per shape: `layers.*.blocks.*.attn.qkv.weight (x12)` for twelve that differ in numbers."""
-    groups: "OrderedDict[str, List[str]]" = OrderedDict()
-    for name in names:
-        groups.setdefault(re.sub(r"\d+", "*", name), []).append(name)
-    return ", ".join(members[0] if len(members) == 1 else f"{shape} (x{len(members)})"
-                     for shape, members in groups.items())
+def compact(names: List[str], spell_out: int = 4) -> str:
+    """Names, with more than `spell_out` that differ only in numbers listed once: `layers.*.blocks.*.attn.qkv.weight
+    (x12)`."""
+    shapes = [re.sub(r"\d+", "*", name) for name in names]
+    counts = {shape: shapes.count(shape) for shape in shapes}
+    shown: List[str] = []
+    for name, shape in zip(names, shapes):
+        if counts[shape] <= spell_out:
+            shown.append(name)
+        elif f"{shape} (x{counts[shape]})" not in shown:
+            shown.append(f"{shape} (x{counts[shape]})")
+    return ", ".join(shown)
 
 
 @dataclass
@@ -475,19 +482,59 @@ def convert_source(found: SourceWeights, target: Mapping[str, Tuple[int, ...]], 
     return converted, merge_reports(found.report, report)
 
 
+_STRICT_LOADS: contextvars.ContextVar = contextvars.ContextVar("swin_backbone_strict_loads", default=False)
+
+
+@contextlib.contextmanager
+def strict_loads(enabled: bool = True):
+    """Inside, every load_pretrained is strict: for tools whose models load their own `pretrained` weights
+    while a framework builds them (PaddleSeg's backbone config, PaddleDetection's)."""
+    token = _STRICT_LOADS.set(bool(enabled) or _STRICT_LOADS.get())
+    try:
+        yield
+    finally:
+        _STRICT_LOADS.reset(token)
+
+
+def check_fill(model, path: str, what: str = "weights", strict: bool = False, verbose: bool = True
+               ) -> ConversionReport:
+    """What a whole-model `.pdparams` that PaddleDetection or PaddleSeg loads itself will leave at initialisation.
+
+    Reads `path` with the safe reader (so it also refuses an unsafe file before the framework unpickles it),
+    lists the model's tensors it lacks or holds in another shape, and prints one line (verbose);
+    strict=True (or a `strict_loads()` block) raises CheckpointKeyError instead.
+    """
+    strict = strict or _STRICT_LOADS.get()
+    weights = checkpoint_weights(load_pickle_file(path, what), path)
+    report = ConversionReport()
+    for name, value in model.state_dict().items():
+        if name in weights and tuple(weights[name].shape) == tuple(value.shape):
+            report.copied.append(name)
+        else:
+            report.missing.append(name)
+    report.unexpected = sorted(set(weights) - set(model.state_dict()))
+    if strict and report.missing:
+        raise CheckpointKeyError(f"--strict: {what} {path} leaves {len(report.missing)} tensors of the model at "
+                                 f"initialisation: {compact(report.missing)}")
+    if verbose:
+        print(f"[swin_backbone] {what} {path}: {report.left_at_initialisation()}")
+    return report
+
+
 def load_pretrained(model, path: str, strict: bool = False, verbose: bool = True) -> ConversionReport:
     """Load weights of any supported source into `model`, converting on the fly, and report what was done.
 
     `path`: a `.pdparams`, an authors' `.pth`, another library's checkpoint (`.pth`, `.bin`, `.safetensors`)
     or a Hugging Face / timm model folder. The report's first line names the source; it lists what was
     converted and dropped (and why), and the tensors of the model the file did not fill, which keep their
-    initial values (printed unless verbose=False). strict=True raises CheckpointKeyError instead of loading
-    when any tensor is missing or unexpected.
+    initial values (printed unless verbose=False). strict=True (or a `strict_loads()` block) raises
+    CheckpointKeyError instead of loading when any tensor is missing or unexpected.
     """
+    strict = strict or _STRICT_LOADS.get()
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     weights, report = convert_source(read_source(path), target, path)
     if strict and not report.clean:
-        raise CheckpointKeyError(f"{path} does not match the model:\n{report.summary()}")
+        raise CheckpointKeyError(f"{path} does not match the model (strict):\n{report.summary()}")
     with warnings.catch_warnings():  # paddle warns per missing key; the report below names them all
         warnings.filterwarnings("ignore", message="Skip loading")
         model.set_state_dict(weights)

@@ -60,7 +60,8 @@ class Adapted:
 
 # ------------------------------------------------------------------------------------------- rule tables
 _LEAF = r"(?P<leaf>weight|bias)"
-_AUTHORS = r"(?P<name>patch_embed\..+|absolute_pos_embed|layers\.\d+\.(?:blocks|downsample)\..+|norm\d*\.(?:weight|bias)|head\.(?:weight|bias))"
+_AUTHORS = (r"(?P<name>patch_embed\..+|absolute_pos_embed|layers\.\d+\.(?:blocks|downsample)\..+|"
+            r"norm\d*\.(?:weight|bias)|head\.(?:weight|bias))")
 _DERIVED = ("derived buffer (the model rebuilds it from the window size)")
 
 AUTHORS_RULES: Tuple[Rule, ...] = ((_AUTHORS, r"\g<name>"),)
@@ -219,8 +220,10 @@ def recognise(weights: Mapping[str, np.ndarray], config: Optional[Mapping] = Non
     v2 = sorted({marker for marker in _V2_MARKERS for name in weights if marker in name})
     if v2:
         raise unsupported(origin, f"a Swin Transformer V2 checkpoint (it holds {', '.join(v2)})")
-    if _has(weights, r"(?:swin\.)?(?:embeddings\.patch_embeddings|encoder\.layers\.\d+\.blocks\.\d+\.layernorm_before)\..+"):
-        backbone = _has(weights, r"hidden_states_norms\..+") or "SwinBackbone" in (config or {}).get("architectures", ())
+    if _has(weights, r"(?:swin\.)?(?:embeddings\.patch_embeddings|encoder\.layers\.\d+\.blocks\.\d+\."
+                     r"layernorm_before)\..+"):
+        backbone = (_has(weights, r"hidden_states_norms\..+")
+                    or "SwinBackbone" in (config or {}).get("architectures", ()))
         return SOURCES["hf-backbone" if backbone else "hf"]
     if _has(weights, r"features\.0\.0\.weight") and _has(weights, r"features\.1\.0\.attn\.qkv\.weight"):
         return SOURCES["torchvision"]
@@ -324,7 +327,8 @@ def unfold_to_authors_order(channels: int) -> np.ndarray:
 
 
 def _reorder_unfold_merging(result: Adapted, sources: Dict[str, str]) -> None:
-    for name in sorted(n for n in result.weights if re.fullmatch(r"layers\.\d+\.downsample\.(?:norm|reduction)\..+", n)):
+    merges = re.compile(r"layers\.\d+\.downsample\.(?:norm|reduction)\..+")
+    for name in sorted(n for n in result.weights if merges.fullmatch(n)):
         value = result.weights[name]
         order = unfold_to_authors_order(value.shape[-1])
         result.weights[name] = np.ascontiguousarray(value[..., order])
