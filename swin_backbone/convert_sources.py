@@ -354,14 +354,16 @@ def final_norm_for(weights: Dict[str, np.ndarray], source: Source, target: Mappi
 
 
 # ----------------------------------------------------------------------------------------- architecture
-def architecture(weights: Mapping[str, np.ndarray], config: Optional[Mapping] = None) -> Dict[str, object]:
+def architecture(weights: Mapping[str, np.ndarray], config: Optional[Mapping] = None,
+                 origin: str = "checkpoint") -> Dict[str, object]:
     """The SwinClassifier arguments a checkpoint in the authors' layout implies (and its config.json states).
 
     img_size comes from the config, else the shifted blocks' stored masks or the absolute position
     embedding, else the size at which the last stage is one window (224 for window 7, 384 for 12).
     """
     if "patch_embed.proj.weight" not in weights or "layers.0.blocks.0.attn.relative_position_bias_table" not in weights:
-        raise CheckpointKeyError("no Swin patch embedding and first attention block found")
+        raise CheckpointKeyError(f"{origin}: none of its {len(weights)} tensors matches a Swin V1 model (its keys "
+                                 f"begin {', '.join(sorted(weights)[:3])}): is it a Swin checkpoint?")
     proj = weights["patch_embed.proj.weight"]
     depths, heads, tables = [], [], []
     while f"layers.{len(depths)}.blocks.0.norm1.weight" in weights:

@@ -185,6 +185,39 @@ def test_a_hugging_face_folder_with_pytorch_model_bin(tmp_path):
     assert worst([logits(model, 224, 224)], [outputs("hf")["cls_224x224"]]) <= 1e-4
 
 
+def test_transformers_5_names_and_masked_image_modeling(tmp_path):
+    """The names transformers 5 uses in memory (its conversion_mapping's "swin" renames), and the SimMIM model's
+    mask token and decoder, which a backbone has no use for."""
+    tensors = read_safetensors(fixture("hf_classifier/model.safetensors"))[0]
+    renames = [("attention.self.query", "attention.q_proj"), ("attention.self.key", "attention.k_proj"),
+               ("attention.self.value", "attention.v_proj"), ("attention.output.dense", "attention.o_proj"),
+               ("attention.self.relative_position_bias_table",
+                "attention.relative_position_bias.relative_position_bias_table"),
+               ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2")]
+    new = {}
+    for name, value in tensors.items():
+        for old, ours in renames:
+            name = name.replace(old, ours)
+        new[name] = value
+    save_torch_zip(new, str(tmp_path / "hf5.bin"))
+    model = SwinClassifier(**ARCH, window_size=7, img_size=224, num_classes=10)
+    assert loaded(model, tmp_path / "hf5.bin", strict=True)[0].clean
+    model.eval()
+    assert worst([logits(model, 224, 224)], [outputs("hf")["cls_224x224"]]) <= 1e-4
+    folder = tmp_path / "swin-simmim"
+    folder.mkdir()
+    config = json.load(open(fixture("hf_classifier/config.json")))
+    (folder / "config.json").write_text(json.dumps(dict(config, architectures=["SwinForMaskedImageModeling"])))
+    masked = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
+    masked.update({"swin.embeddings.mask_token": np.zeros((1, 1, 6), np.float32),
+                   "decoder.0.weight": np.zeros((3072, 48, 1, 1), np.float32), "decoder.0.bias": np.zeros(3072, np.float32)})
+    write_safetensors(folder / "model.safetensors", masked)
+    report, printed = loaded(SwinTransformer(**ARCH, window_size=7), folder)
+    assert "(SwinForMaskedImageModeling)" in printed.splitlines()[1]
+    assert report.reasons["swin.embeddings.mask_token"].startswith("SimMIM's mask token")
+    assert report.reasons["decoder.0.bias"].startswith("SimMIM's pixel decoder") and not report.unexpected
+
+
 def test_a_sharded_safetensors_folder(tmp_path):
     tensors = read_safetensors(fixture("timm_hub/model.safetensors"))[0]
     names = sorted(tensors)
@@ -227,6 +260,12 @@ def test_swin_v2_and_other_families_get_one_line(tmp_path):
     assert str(error.value) == (f"{folder}: config.json says model_type 'swinv2' (Swin Transformer V2), which is not "
                                 "supported: only Swin Transformer V1 checkpoints (tiny/small/base/large, window 7 or "
                                 "12) load")
+    resnet = tmp_path / "resnet50.pth"
+    save_torch_zip({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32), "fc.weight": np.zeros((10, 64), np.float32)},
+                   str(resnet))
+    line = assert_one_line_error(run("convert_weights.py", str(resnet), str(tmp_path / "o.pdparams")))
+    assert line == (f"error: {resnet}: none of its 2 tensors matches a Swin V1 model (its keys begin conv1.weight, "
+                    "fc.weight): is it a Swin checkpoint?")
     vit = tmp_path / "vit-base"
     vit.mkdir()
     (vit / "config.json").write_text(json.dumps({"model_type": "vit"}))

@@ -72,9 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def recognise_preset(weights: Dict[str, np.ndarray], origin: str) -> str:
     """The preset whose architecture the (backbone) weights have."""
-    preset, _ = implied_target(architecture(backbone_part(weights)[0]))
+    arch = architecture(backbone_part(weights)[0], origin=origin)
+    preset, _ = implied_target(arch)
     if preset is None:
-        arch = architecture(backbone_part(weights)[0])
         raise SwinInputError(f"{origin}: no preset has this architecture ({arch}): give --model and the overrides "
                              "(--window-size, --img-size)")
     return preset
@@ -99,7 +99,7 @@ def build_target(found, args: argparse.Namespace):
     """(our model for the converted weights, how the report names it): --model, or the checkpoint's preset,
     or -- when no preset has its architecture -- a model with the arguments the checkpoint implies."""
     backbone_weights = backbone_part(found.weights)[0]
-    arch = architecture(backbone_weights, found.file.config) if not args.model else None
+    arch = architecture(backbone_weights, found.file.config, args.input) if not args.model else None
     classes = args.num_classes
     if classes is None and arch and arch["num_classes"]:
         classes = arch["num_classes"]
