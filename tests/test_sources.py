@@ -107,6 +107,26 @@ def test_timm_logits_and_stages():
     assert worst(stages(model), [arrays[f"stages_224x224_{i}"] for i in range(4)]) <= TOLERANCE
 
 
+def test_timm_features_only_model(tmp_path):
+    """timm's features_only=True model names its stages layers_N and has no final norm or head."""
+    from swin_backbone.convert import read_source
+    from swin_backbone.safe_load import read_safetensors
+    from torch_format import save_torch_zip
+
+    tensors = read_safetensors(fixture("timm_hub/model.safetensors"))[0]
+    features_only = {name.replace("layers.", "layers_", 1): value for name, value in tensors.items()
+                     if not name.startswith(("norm.", "head."))}
+    path = str(tmp_path / "features_only.pth")
+    save_torch_zip(features_only, path)
+    assert read_source(path).source.key == "timm"
+    model = SwinClassifier(**ARCH, window_size=7, img_size=224, num_classes=10)
+    report = load_pretrained(model, path, verbose=False)
+    assert report.missing == ["head.bias", "head.weight", "norm.bias", "norm.weight"] and not report.unexpected
+    model.eval()
+    arrays = outputs("timm")
+    assert worst(stages(model), [arrays[f"stages_224x224_{i}"] for i in range(4)]) <= TOLERANCE
+
+
 def test_timm_torch_save_window_12_at_384():
     model = classifier(fixture("timm_w12_384.pth"), img_size=384, window_size=12)
     assert worst([logits(model, 384, 384)], [outputs("timm")["w12_cls_384x384"]]) <= TOLERANCE
