@@ -379,3 +379,40 @@ def test_segmentation_and_detection_tools_strict(tmp_path):
                "-o", f"weights={partial}", f"EvalDataset.dataset_dir={coco}")
     line = assert_one_line_error(proc)
     assert "--strict: weights" in line and "partial.pdparams leaves" in line
+
+
+# ----------------------------------------------------------------- training checkpoints with their settings
+def test_training_checkpoints_with_their_settings_load(tmp_path, monkeypatch):
+    """timm's and torchvision's training scripts save `args` (an argparse.Namespace), the authors' `config` (a
+    yacs CfgNode): read as plain dicts, none of their code imported; anything else in them is still refused."""
+    import argparse
+    import types
+
+    from swin_backbone import UnsafeFileError
+    from swin_backbone.safe_load import PlainRecord, read_torch_checkpoint
+    from test_safety import Exploit
+
+    yacs, config_module = types.ModuleType("yacs"), types.ModuleType("yacs.config")
+
+    class CfgNode(dict):
+        pass
+
+    CfgNode.__module__ = "yacs.config"
+    config_module.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, "yacs", yacs)
+    monkeypatch.setitem(sys.modules, "yacs.config", config_module)
+    config = CfgNode(MODEL=CfgNode(TYPE="swin", NAME="swin_tiny"))
+    config.__dict__["__immutable__"] = True
+    source = SwinClassifier(**TINY, num_classes=3)
+    path = str(tmp_path / "checkpoint-12.pth")
+    save_torch_zip({"epoch": 12, "arch": "swin_tiny_patch4_window7_224", "state_dict": authors_state(source),
+                    "args": argparse.Namespace(lr=5e-4, model="swin", drop_path=0.1), "config": config}, path)
+    checkpoint = read_torch_checkpoint(path)
+    assert isinstance(checkpoint["args"], PlainRecord) and checkpoint["args"]["lr"] == 5e-4
+    assert checkpoint["config"]["MODEL"]["TYPE"] == "swin"
+    assert load_pretrained(SwinClassifier(**TINY, num_classes=3), path, strict=True, verbose=False).clean
+    marker = tmp_path / "ran"
+    save_torch_zip({"state_dict": authors_state(source), "args": argparse.Namespace(hook=Exploit(marker))}, path)
+    with pytest.raises(UnsafeFileError, match="refusing to load"):
+        read_torch_checkpoint(path)
+    assert not marker.exists()
