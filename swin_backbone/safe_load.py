@@ -34,6 +34,19 @@ _TORCH_STORAGES = {
     "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
+
+
+class PlainRecord(dict):
+    """Stands in for a training script's settings object in a checkpoint (timm's and torchvision's `args`, an
+    argparse.Namespace; the authors' `config`, a yacs CfgNode): its fields, as a dict, and none of its code."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict) and not self:
+            self.update(state)  # argparse.Namespace: the fields are its state
+
+
+# Classes that hold only settings, which training scripts save beside the weights; nothing of theirs is imported.
+_PLAIN_RECORDS = {("argparse", "Namespace"), ("yacs.config", "CfgNode")}
 # Tensors may share storage (views, tied weights), but together they may not declare more than this many
 # times the bytes the file's storages really hold: a crafted header cannot ask for a huge allocation.
 _VIEW_BUDGET = 4
@@ -90,6 +103,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             found = collections.OrderedDict
         elif module in ("builtins", "__builtin__"):
             found = _BUILTINS.get(name)
+        elif (module, name) in _PLAIN_RECORDS:
+            found = PlainRecord
         elif (module, name) == ("_codecs", "encode"):
             found = lambda text, encoding="latin1": _latin1_encode(text, encoding)  # noqa: E731  (fresh per file)
         if found is None:
