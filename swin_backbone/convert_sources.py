@@ -232,9 +232,9 @@ def recognise(weights: Mapping[str, np.ndarray], config: Optional[Mapping] = Non
     if _has(weights, r"encoder\.layers\.\d+\.blocks\.\d+\.attn\.qkv\.weight"):
         moby = _has(weights, r"(?:encoder_k|projector|predictor)\..+|queue1")
         return SOURCES["moby" if moby else "simmim"]
-    if _has(weights, r"head\.fc\.weight") or (_has(weights, r"layers\.\d+\.downsample\..+")
-                                             and not _has(weights, r"layers\.0\.downsample\..+")):
-        return SOURCES["timm"]
+    if _has(weights, r"head\.fc\.weight|layers_\d+\..+") or (_has(weights, r"layers\.\d+\.downsample\..+")
+                                                            and not _has(weights, r"layers\.0\.downsample\..+")):
+        return SOURCES["timm"]  # head.fc, merges at the start of a stage, or a features_only model's layers_N
     if config is not None and config.get("architecture"):
         return SOURCES["timm"]
     return AUTHORS
