@@ -187,6 +187,11 @@ SOURCES: Dict[str, Source] = {s.key: s for s in (
            last_stage_norm_is_final=True),
 )}
 
+# A whole detector's or segmenter's other parts, beside a backbone in another library's layout (mmdetection's own
+# Swin has mmpretrain's): only the backbone converts (the authors' layout has convert_mm.py for whole models).
+OTHER_PARTS: Drop = (r"(?:neck|rpn_head|roi_head|bbox_head|mask_head|decode_head|auxiliary_head)\..+",
+                     "a detector's or segmenter's neck or heads: only the backbone converts")
+
 # Swin V2 and its relatives store what a V1 model has no place for.
 _V2_MARKERS = ("cpb_mlp", "logit_scale", "relative_coords_table")
 _OTHER_HF_TYPES = {"swinv2": "Swin Transformer V2", "swin2sr": "Swin2SR (super-resolution)",
@@ -272,8 +277,9 @@ def adapt(weights: Mapping[str, np.ndarray], source: Source) -> Adapted:
     if wrapper:
         result.notes.append(f"every name began with {wrapper!r} (a DistributedDataParallel save): removed")
     sources: Dict[str, str] = {}
+    drops = source.drops if source is AUTHORS else source.drops + (OTHER_PARTS,)
     for name, value in weights.items():
-        reason = _drop_reason(name, source.drops)
+        reason = _drop_reason(name, drops)
         if reason is not None:
             result.dropped[name] = reason
             continue

@@ -218,6 +218,20 @@ def test_transformers_5_names_and_masked_image_modeling(tmp_path):
     assert report.reasons["decoder.0.bias"].startswith("SimMIM's pixel decoder") and not report.unexpected
 
 
+def test_an_mmdetection_zoo_detector_converts_its_backbone(tmp_path):
+    """mmdetection's own Swin has mmpretrain's layout: its backbone converts, its neck and heads are named as
+    dropped rather than unexpected."""
+    from swin_backbone.safe_load import read_torch_checkpoint
+
+    state = dict(read_torch_checkpoint(fixture("mmpretrain_swin.pth"))["state_dict"])
+    del state["head.fc.weight"], state["head.fc.bias"]
+    state.update({"neck.lateral_convs.0.conv.weight": np.zeros((4, 6, 1, 1), np.float32),
+                  "rpn_head.rpn_conv.weight": np.zeros((4, 4, 3, 3), np.float32)})
+    save_torch_zip({"meta": {}, "state_dict": state}, str(tmp_path / "mask_rcnn_swin.pth"))
+    report, _ = loaded(SwinTransformer(**ARCH, window_size=7), tmp_path / "mask_rcnn_swin.pth", strict=True)
+    assert report.clean and "only the backbone converts" in report.reasons["rpn_head.rpn_conv.weight"]
+
+
 def test_a_sharded_safetensors_folder(tmp_path):
     tensors = read_safetensors(fixture("timm_hub/model.safetensors"))[0]
     names = sorted(tensors)

@@ -36,9 +36,9 @@ import paddle  # noqa: E402
 from paddle.static import InputSpec  # noqa: E402
 
 from swin_backbone import PRESETS, SwinInputError, load_pretrained  # noqa: E402
+from swin_backbone.convert import check_fill  # noqa: E402
 from swin_backbone.presets import create_model  # noqa: E402
 from swin_backbone.runtime import non_negative_int, positive_int, run_tool  # noqa: E402
-from swin_backbone.convert import check_fill  # noqa: E402
 
 ONNX_OPSET = 13
 
