@@ -380,6 +380,9 @@ def architecture(weights: Mapping[str, np.ndarray], config: Optional[Mapping] = 
         heads.append(int(table.shape[1]))
         tables.append((int(round(np.sqrt(table.shape[0]))) + 1) // 2)
     window, patch = tables[0], int(proj.shape[-1])
+    if any(later > earlier for earlier, later in zip(tables, tables[1:])):
+        raise unsupported(origin, f"a Swin with a window per stage ({', '.join(map(str, tables))}; timm's swin_s3, "
+                          "AutoFormerV2?)")
     args: Dict[str, object] = {"embed_dim": int(proj.shape[0]), "depths": depths, "num_heads": heads,
                                "window_size": window, "patch_size": patch, "in_chans": int(proj.shape[1])}
     fc1 = weights.get("layers.0.blocks.0.mlp.fc1.weight")

@@ -189,10 +189,26 @@ def test_where_torchvision_crops():
     assert worst([cropped], [expected]) <= TOLERANCE
 
 
+def test_where_torchvision_drops_the_shift_per_axis():
+    """torchvision drops a stage's shift along an axis whose padded size fits one window, per call: at 256 it
+    shifts the 8x8 last stage (as ours built for 256), at 224x448 it shifts the 7x14 one along its width only
+    (as none of ours)."""
+    arrays = outputs("torchvision")
+    path = fixture("torchvision_swin.pth")
+    assert worst([logits(classifier(path), 256, 256)], [arrays["cls_256x256"]]) > 1e-2
+    assert worst([logits(classifier(path, img_size=256), 256, 256)], [arrays["cls_256x256"]]) <= TOLERANCE
+    for img_size in (224, 448):
+        assert worst([logits(classifier(path, img_size=img_size), 224, 448)], [arrays["cls_224x448"]]) > 1e-2
+
+
 def test_where_timm_shifts_before_padding():
-    """At 200x212 (50x53 tokens) timm's dynamic-size model rolls before it pads a shifted stage; the authors pad
-    first. No weight change can absorb that."""
-    assert worst([logits(classifier(fixture("timm_hub")), 200, 212)], [outputs("timm")["cls_200x212"]]) > 1e-2
+    """At 200x212 (50x53 tokens) or 256 (64x64) timm's dynamic-size model rolls before it pads a shifted stage;
+    the authors pad first. No weight change, and no img_size of ours, can absorb that."""
+    arrays = outputs("timm")
+    assert worst([logits(classifier(fixture("timm_hub")), 200, 212)], [arrays["cls_200x212"]]) > 1e-2
+    for img_size in (224, 256):
+        assert worst([logits(classifier(fixture("timm_hub"), img_size=img_size), 256, 256)],
+                     [arrays["cls_256x256"]]) > 1e-2
 
 
 def test_fixtures_are_the_generated_bytes():

@@ -280,6 +280,17 @@ def test_swin_v2_and_other_families_get_one_line(tmp_path):
     line = assert_one_line_error(run("convert_weights.py", str(resnet), str(tmp_path / "o.pdparams")))
     assert line == (f"error: {resnet}: none of its 2 tensors matches a Swin V1 model (its keys begin conv1.weight, "
                     "fc.weight): is it a Swin checkpoint?")
+    s3 = {"patch_embed.proj.weight": np.zeros((96, 3, 4, 4), np.float32)}
+    for stage, window in enumerate((7, 7, 14, 7)):
+        s3[f"layers.{stage}.blocks.0.norm1.weight"] = np.zeros(1, np.float32)
+        s3[f"layers.{stage}.blocks.0.attn.relative_position_bias_table"] = np.zeros(((2 * window - 1) ** 2, 3),
+                                                                                     np.float32)
+    save_torch_zip(s3, str(tmp_path / "swin_s3_tiny_224.pth"))
+    line = assert_one_line_error(run("convert_weights.py", str(tmp_path / "swin_s3_tiny_224.pth"),
+                                     str(tmp_path / "o.pdparams")))
+    assert line.endswith("swin_s3_tiny_224.pth: a Swin with a window per stage (7, 7, 14, 7; timm's swin_s3, "
+                         "AutoFormerV2?), which is not supported: only Swin Transformer V1 checkpoints "
+                         "(tiny/small/base/large, window 7 or 12) load"), line
     vit = tmp_path / "vit-base"
     vit.mkdir()
     (vit / "config.json").write_text(json.dumps({"model_type": "vit"}))
