@@ -32,6 +32,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.8",
     packages=find_packages(include=["swin_backbone", "swin_backbone.*"]),
+    package_data={"swin_backbone": ["data/*.txt"]},  # the authors' ImageNet-22K -> 1K class map
     install_requires=["numpy"],
     extras_require=extras,
 )

@@ -24,9 +24,8 @@ from paddleseg.models import layers
 from paddleseg.utils import logger, metrics, utils
 
 from ._load_order import require_working_zlib
-from .convert import load_pretrained
+from .convert import check_fill, load_pretrained
 from .errors import SwinInputError
-from .safe_load import check_pickle_file
 from .model import SwinTransformer
 
 require_working_zlib()  # PaddleSeg reads ADE20K labels (PNG) with Pillow: see _load_order.py
@@ -131,8 +130,8 @@ class SwinUperNet(nn.Layer):
         self.decode_head = UperHead(backbone.feat_channels, num_classes, channels, pool_scales, dropout)
         self.aux_index = aux_index
         self.auxiliary_head = FCNHead(backbone.feat_channels[aux_index], num_classes, aux_channels, dropout)
-        if pretrained:
-            check_pickle_file(pretrained, "pretrained")  # PaddleSeg's loader unpickles without limits
+        if pretrained:  # checked by our safe reader first: PaddleSeg's loader unpickles without limits
+            check_fill(self, pretrained, "pretrained")
             utils.load_entire_model(self, pretrained)
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:

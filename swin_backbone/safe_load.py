@@ -1,4 +1,4 @@
-"""The one reader for pickle-based files: nothing the project opens can run code.
+"""The safe readers for weight files (pickles, torch zips, safetensors): nothing the project opens can run code.
 
 Paddle's `.pdparams` / `.pdopt`, torch's `.pth` (a zip around a pickle) and CIFAR-10's batches are pickles,
 and unpickling calls whatever function a file names. This reader resolves only what those formats need:
@@ -10,9 +10,11 @@ the global it asked for; a truncated or corrupt file gets one sentence too.
     check_pickle_file(path)      the same check, for a file we hand to PaddleDetection's or PaddleSeg's loader
     read_torch_checkpoint(path)  a torch.save zip: nested dicts of numpy arrays, every view bounds-checked
     unpickle_bytes(data, source) a pickle in memory (a CIFAR batch from a tarball)
+    read_safetensors(path)       a .safetensors file (JSON header + raw bytes, no pickle): {name: array}, metadata
 """
 import collections
 import io
+import json
 import os
 import pickle
 import zipfile
@@ -32,6 +34,19 @@ _TORCH_STORAGES = {
     "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
+
+
+class PlainRecord(dict):
+    """Stands in for a training script's settings object in a checkpoint (timm's and torchvision's `args`, an
+    argparse.Namespace; the authors' `config`, a yacs CfgNode): its fields, as a dict, and none of its code."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict) and not self:
+            self.update(state)  # argparse.Namespace: the fields are its state
+
+
+# Classes that hold only settings, which training scripts save beside the weights; nothing of theirs is imported.
+_PLAIN_RECORDS = {("argparse", "Namespace"), ("yacs.config", "CfgNode")}
 # Tensors may share storage (views, tied weights), but together they may not declare more than this many
 # times the bytes the file's storages really hold: a crafted header cannot ask for a huge allocation.
 _VIEW_BUDGET = 4
@@ -88,6 +103,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             found = collections.OrderedDict
         elif module in ("builtins", "__builtin__"):
             found = _BUILTINS.get(name)
+        elif (module, name) in _PLAIN_RECORDS:
+            found = PlainRecord
         elif (module, name) == ("_codecs", "encode"):
             found = lambda text, encoding="latin1": _latin1_encode(text, encoding)  # noqa: E731  (fresh per file)
         if found is None:
@@ -269,3 +286,135 @@ def read_torch_checkpoint(path: str) -> Dict[str, Any]:
                                   prefix=prefix)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
         raise MalformedFileError(f"{path}: unreadable zip archive (truncated or corrupt?): {error}") from None
+
+
+# --------------------------------------------------------------------------------------------- safetensors
+# The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length N, N bytes
+# of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}} (padded with
+# spaces), then the data section. Offsets are relative to the data section; the tensors tile it exactly: no
+# overlap, no gap, nothing after the last one (the reference implementation's rules). Nothing is unpickled.
+_SAFETENSORS_DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16, "U16": np.uint16,
+                       "I32": np.int32, "U32": np.uint32, "I64": np.int64, "U64": np.uint64,
+                       "F16": np.float16, "BF16": "bfloat16", "F32": np.float32, "F64": np.float64}
+# Dtypes the format defines that hold no Swin weights we could use: named in the refusal.
+_SAFETENSORS_UNSUPPORTED = ("F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64")
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the reference reader's limit
+_SAFETENSORS_MAX_RANK = 8
+
+
+def _safetensors_error(path: str, rule: str, detail: str) -> MalformedFileError:
+    error = MalformedFileError(f"{path}: not a valid safetensors file (rule '{rule}'): {detail}")
+    error.rule = rule
+    return error
+
+
+def _unique_keys(pairs: Any) -> dict:
+    """json object_pairs_hook: a name given twice would let the second silently replace the first."""
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise KeyError(key)
+        result[key] = value
+    return result
+
+
+def _safetensors_header(path: str, handle: Any, file_size: int) -> Tuple[Dict[str, Any], int]:
+    """(the header's JSON object, the offset of the data section), every field checked against the file."""
+    if file_size < 8:
+        raise _safetensors_error(path, "header length", f"{file_size} bytes, too short for the 8-byte header length")
+    length = int.from_bytes(handle.read(8), "little")
+    if not 2 <= length <= min(_SAFETENSORS_MAX_HEADER, file_size - 8):
+        raise _safetensors_error(path, "header length", f"declares a {length}-byte header in a file of {file_size} "
+                                 f"bytes (at most {min(_SAFETENSORS_MAX_HEADER, file_size - 8)} possible)")
+    raw = handle.read(length)
+    try:
+        if not raw.startswith(b"{"):
+            raise ValueError("the header does not start with '{'")
+        header = json.loads(raw.decode("utf-8").rstrip(" "), object_pairs_hook=_unique_keys)
+    except KeyError as error:
+        raise _safetensors_error(path, "duplicate name", f"{error.args[0]!r} appears twice in the header") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise _safetensors_error(path, "header JSON", f"{type(error).__name__}: {error}") from None
+    if not isinstance(header, dict):
+        raise _safetensors_error(path, "header JSON", f"the header is a {type(header).__name__}, not an object")
+    return header, 8 + length
+
+
+def _safetensors_entry(path: str, name: str, entry: Any, data_size: int) -> Tuple[Any, Tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of one header entry, refused unless it describes bytes inside the data."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise _safetensors_error(path, "entry", f"{name!r} is {str(entry)[:80]}, not exactly "
+                                 "{dtype, shape, data_offsets}")
+    dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype_name not in _SAFETENSORS_DTYPES:
+        why = "Swin weights never use it" if dtype_name in _SAFETENSORS_UNSUPPORTED else "the format has no such dtype"
+        raise _safetensors_error(path, "dtype", f"{name!r} has dtype {str(dtype_name)[:20]!r}: {why}")
+
+    def integers(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                               for v in value)
+
+    if not integers(shape) or len(shape) > _SAFETENSORS_MAX_RANK:
+        raise _safetensors_error(path, "shape", f"{name!r} has shape {str(shape)[:80]}: expected at most "
+                                 f"{_SAFETENSORS_MAX_RANK} non-negative integers")
+    if not integers(offsets) or len(offsets) != 2 or not offsets[0] <= offsets[1] <= data_size:
+        raise _safetensors_error(path, "offsets", f"{name!r} has data_offsets {str(offsets)[:80]}: expected "
+                                 f"[begin, end] with 0 <= begin <= end <= {data_size} (the data section's size)")
+    dtype = _SAFETENSORS_DTYPES[dtype_name]
+    itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+    numel = int(np.prod(shape, dtype=object)) if shape else 1
+    if offsets[1] - offsets[0] != numel * itemsize:
+        raise _safetensors_error(path, "size", f"{name!r} is {dtype_name} {shape} ({numel * itemsize} bytes) but "
+                                 f"its offsets span {offsets[1] - offsets[0]} bytes")
+    return dtype, tuple(shape), offsets[0], offsets[1]
+
+
+def _safetensors_layout(path: str, entries: Dict[str, Tuple[Any, Tuple[int, ...], int, int]], data_size: int) -> None:
+    """The tensors must tile the data section: sorted by offset, each begins where the previous one ended."""
+    end = 0
+    for name, (_, _, begin, stop) in sorted(entries.items(), key=lambda item: (item[1][2], item[1][3])):
+        if begin < end:
+            raise _safetensors_error(path, "overlap", f"{name!r} begins at byte {begin}, inside the previous "
+                                     f"tensor (which ends at {end})")
+        if begin > end:
+            raise _safetensors_error(path, "gap", f"bytes {end}..{begin} before {name!r} belong to no tensor")
+        end = stop
+    if end != data_size:
+        raise _safetensors_error(path, "trailing bytes", f"the tensors end at byte {end} of a {data_size}-byte data "
+                                 "section")
+
+
+def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """({name: array}, metadata) of a `.safetensors` file; fp16/bf16 tensors become float32.
+
+    Only JSON and raw bytes are read. The header is checked against the file before any tensor is made
+    (MalformedFileError names the file and the rule that refused it); each tensor is a copy of exactly the
+    bytes its entry declares.
+    """
+    local_file(path, "safetensors file")
+    file_size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        header, data_start = _safetensors_header(path, handle, file_size)
+    data_size = file_size - data_start
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise _safetensors_error(path, "entry", "__metadata__ must map strings to strings")
+    entries = {name: _safetensors_entry(path, name, entry, data_size) for name, entry in header.items()}
+    _safetensors_layout(path, entries, data_size)
+    # the layout rule makes the declared bytes exactly the data section: no view can ask for more (budget 1x)
+    tensors: Dict[str, np.ndarray] = {}
+    with open(path, "rb") as handle:
+        for name, (dtype, shape, begin, end) in entries.items():
+            handle.seek(data_start + begin)
+            raw = handle.read(end - begin)
+            if len(raw) != end - begin:
+                raise _safetensors_error(path, "offsets", f"{name!r}: the file ended while reading it (truncated?)")
+            if dtype == "bfloat16":
+                array = _bfloat16_to_float32(np.frombuffer(raw, dtype="<u2"))
+            else:
+                array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+                if array.dtype == np.float16:
+                    array = array.astype(np.float32)
+            tensors[name] = np.array(array.reshape(shape), dtype=array.dtype.newbyteorder("="))
+    return tensors, dict(metadata)

@@ -398,7 +398,7 @@ def train(args: argparse.Namespace) -> float:
     model = build_model(args)
     img_size = model.img_size[0]
     if args.pretrained:
-        load_pretrained(model, args.pretrained, verbose=rank == 0)
+        load_pretrained(model, args.pretrained, strict=args.strict, verbose=rank == 0)
     steps_per_epoch = math.ceil(math.ceil(len(train_y) / world) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     warmup = int(args.warmup_epochs * steps_per_epoch)
@@ -532,7 +532,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     source.add_argument("--synthetic", action="store_true", help="a small generated CIFAR-format set, no files")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="swin_tiny_patch2_window4_32", choices=sorted(PRESETS))
-    model.add_argument("--pretrained", help="weights to fine-tune from (.pdparams or authors' .pth)")
+    model.add_argument("--pretrained", help="weights to fine-tune from (.pdparams, or any checkpoint "
+                       "convert_weights.py reads: authors' .pth, HF / timm folder, torchvision, mmpretrain)")
+    model.add_argument("--strict", action="store_true",
+                       help="fail if --pretrained leaves any tensor of the model at initialisation")
     model.add_argument("--embed-dim", type=positive_int, help="override the preset's embed_dim")
     model.add_argument("--depths", type=positive_int_list, help="e.g. 2,2,6,2")
     model.add_argument("--num-heads", type=positive_int_list, help="e.g. 3,6,12,24")

@@ -11,6 +11,7 @@ import paddle  # noqa: E402
 
 import swin_backbone.ppdet  # noqa: E402,F401  (registers SwinBackbone, sets FLAGS_set_to_1d)
 from swin_backbone import load_pretrained  # noqa: E402
+from swin_backbone.convert import check_fill  # noqa: E402
 from swin_backbone.errors import SwinInputError  # noqa: E402
 from swin_backbone.runtime import positive_int, set_num_threads  # noqa: E402
 from swin_backbone.safe_load import check_pickle_file, load_pickle_file, local_file  # noqa: E402
@@ -25,6 +26,8 @@ def arg_parser(description: str):
     parser = ArgsParser()
     parser.description = description
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail if weights / pretrain_weights leave any tensor of the model at initialisation")
     return parser
 
 
@@ -99,9 +102,10 @@ def ppdet_file(path: str, suffix: str = ".pdparams") -> str:
     return local_file(base + suffix, "weights")
 
 
-def load_weights(trainer, path: str) -> None:
-    """Detector weights into trainer.model: checked by our safe reader, then read by PaddleDetection."""
-    check_pickle_file(ppdet_file(path), "weights")
+def load_weights(trainer, path: str, strict: bool = False) -> None:
+    """Detector weights into trainer.model: checked by our safe reader (which says what they leave at
+    initialisation; strict: fails instead), then read by PaddleDetection."""
+    check_fill(trainer.model, ppdet_file(path), "weights", strict)
     trainer.load_weights(path)
 
 
@@ -112,17 +116,19 @@ def resume_weights(trainer, path: str) -> None:
     trainer.resume_weights(path)
 
 
-def load_pretrain(trainer, path: str) -> None:
-    """Backbone weights (an authors' .pth, or a backbone .pdparams without `backbone.` keys) through our
-    converter; whole-detector weights through PaddleDetection, after our safe reader has checked them."""
-    if path.endswith(".pth"):
-        load_pretrained(trainer.model.backbone, path)
+def load_pretrain(trainer, path: str, strict: bool = False) -> None:
+    """Backbone weights (any checkpoint our converter reads, or a backbone .pdparams without `backbone.` keys)
+    through our converter; whole-detector weights through PaddleDetection, after our safe reader has checked
+    them. Either way it says what is left at initialisation (strict: fails instead)."""
+    if path.endswith(".pth") or os.path.isdir(path) or path.endswith((".safetensors", ".bin")):
+        load_pretrained(trainer.model.backbone, path, strict=strict)
         return
     file = ppdet_file(path)
     if any(str(key).startswith("backbone.") for key in load_pickle_file(file, "pretrain_weights")):
+        check_fill(trainer.model, file, "pretrain_weights", strict)
         trainer.load_weights(path)  # the safe reader has just read this very file
     else:
-        load_pretrained(trainer.model.backbone, file)
+        load_pretrained(trainer.model.backbone, file, strict=strict)
 
 
 def image_list(image: Optional[str], folder: Optional[str]) -> List[str]:

@@ -17,7 +17,7 @@ def main(argv=None):
 
     init_parallel_env()
     trainer = Trainer(cfg, mode="eval")
-    load_weights(trainer, cfg.weights)
+    load_weights(trainer, cfg.weights, strict=args.strict)
     trainer.evaluate()
     return trainer
 

@@ -23,7 +23,7 @@ def main(argv=None):
     from ppdet.engine import Trainer
 
     trainer = Trainer(cfg, mode="test")
-    load_weights(trainer, cfg.weights)
+    load_weights(trainer, cfg.weights, strict=args.strict)
     return trainer.predict(images, draw_threshold=args.draw_threshold, output_dir=args.output_dir,
                            save_results=args.save_results)
 

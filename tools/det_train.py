@@ -29,7 +29,7 @@ def main(argv=None):
     if args.resume:
         resume_weights(trainer, args.resume)
     elif cfg.get("pretrain_weights"):
-        load_pretrain(trainer, cfg.pretrain_weights)
+        load_pretrain(trainer, cfg.pretrain_weights, strict=args.strict)
     trainer.train(args.eval)
     return trainer
 

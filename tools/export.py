@@ -36,9 +36,9 @@ import paddle  # noqa: E402
 from paddle.static import InputSpec  # noqa: E402
 
 from swin_backbone import PRESETS, SwinInputError, load_pretrained  # noqa: E402
+from swin_backbone.convert import check_fill  # noqa: E402
 from swin_backbone.presets import create_model  # noqa: E402
 from swin_backbone.runtime import non_negative_int, positive_int, run_tool  # noqa: E402
-from swin_backbone.safe_load import check_pickle_file  # noqa: E402
 
 ONNX_OPSET = 13
 
@@ -58,15 +58,15 @@ def build(args: argparse.Namespace) -> paddle.nn.Layer:
     if args.task in ("cls", "backbone"):
         model = create_model(args.model, args.task == "backbone", args.window_size, args.img_size, args.num_classes)
         if args.weights:
-            load_pretrained(model, args.weights, strict=args.task == "cls")
+            load_pretrained(model, args.weights, strict=args.strict or args.task == "cls")
         return model
     import swin_backbone.paddleseg  # noqa: F401
     from paddleseg.cvlibs import Config, SegBuilder
     from paddleseg.utils import utils
 
     model = SegBuilder(Config(args.config, opts=["model.backbone.pretrained=None"])).model
-    if args.weights:
-        check_pickle_file(args.weights, "--weights")  # PaddleSeg's loader unpickles without limits
+    if args.weights:  # checked by our safe reader first: PaddleSeg's loader unpickles without limits
+        check_fill(model, args.weights, "--weights", strict=args.strict)
         utils.load_entire_model(model, args.weights)
     return SegmentationLabels(model)
 
@@ -190,7 +190,7 @@ def export_det(args: argparse.Namespace) -> Dict:
 
     trainer = Trainer(cfg, mode="test")
     if args.weights:
-        load_weights(trainer, args.weights)
+        load_weights(trainer, args.weights, strict=args.strict)
     # ppdet calls to_static without full_graph; Paddle 2.6 then traces with SOT, whose result has no
     # main_program for ppdet's exporter. This makes the default the AST (full graph) translator.
     os.environ["ENABLE_FALL_BACK"] = "False"
@@ -213,7 +213,10 @@ def main(argv=None) -> Dict:
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224", choices=sorted(PRESETS),
                         help="preset for cls / backbone")
     parser.add_argument("--config", help="PaddleSeg / PaddleDetection config for seg / det")
-    parser.add_argument("--weights", help=".pdparams, or an authors' .pth for cls / backbone")
+    parser.add_argument("--weights", help=".pdparams; for cls / backbone also any checkpoint convert_weights.py "
+                                          "reads (authors' .pth, HF / timm folder or safetensors, torchvision, ...)")
+    parser.add_argument("--strict", action="store_true", help="fail if --weights leaves any tensor of the model at "
+                                                              "initialisation (cls always does)")
     parser.add_argument("--num-classes", type=non_negative_int)
     parser.add_argument("--img-size", type=positive_int)
     parser.add_argument("--window-size", type=positive_int)
@@ -226,7 +229,7 @@ def main(argv=None) -> Dict:
     if args.onnx and args.task not in ("cls", "backbone"):
         parser.error("--onnx converts the classifier and the backbone (Paddle2ONNX 1.3.1 mis-converts the UperNet "
                      "head's adaptive pooling at runtime sizes, and the R-CNN heads); use Paddle Inference for seg/det")
-    if args.weights and not (os.path.isfile(args.weights) or os.path.isfile(args.weights + ".pdparams")):
+    if args.weights and not (os.path.exists(args.weights) or os.path.isfile(args.weights + ".pdparams")):
         raise FileNotFoundError(f"--weights: no file at {args.weights}")
     if not args.weights:
         print("note: no --weights given: exporting randomly initialised weights")

@@ -28,6 +28,8 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
                              "with N classes has labels 1..N and 0 for unlabelled")
     parser.add_argument("--num_workers", type=non_negative_int, default=0)
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    parser.add_argument("--strict", action="store_true", help="fail if a weights file (--model_path, the "
+                        "backbone's pretrained) leaves any tensor of the model at initialisation")
     return parser
 
 

@@ -6,6 +6,7 @@
 
 from seg_common import arg_parser, check_ade20k, setup
 from swin_backbone.runtime import positive_float, run_tool
+from swin_backbone.convert import check_fill
 from swin_backbone.safe_load import check_pickle_file
 
 
@@ -24,6 +25,7 @@ def main(argv=None):
     from swin_backbone.paddleseg import evaluate  # PaddleSeg's, plus the mIoU over the classes present
 
     model = builder.model
+    check_fill(model, args.model_path, "--model_path", strict=args.strict)  # says what is left at initialisation
     utils.load_entire_model(model, args.model_path)
     return evaluate(model, builder.val_dataset, aug_eval=args.aug_eval, scales=args.scales,
                     flip_horizontal=args.flip_horizontal, precision=args.precision, amp_level=args.amp_level,

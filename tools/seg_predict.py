@@ -7,6 +7,7 @@ import os
 
 from seg_common import arg_parser, setup
 from swin_backbone.runtime import positive_float, run_tool
+from swin_backbone.convert import check_fill
 from swin_backbone.safe_load import check_pickle_file
 
 
@@ -27,6 +28,7 @@ def main(argv=None):
     from paddleseg.transforms import Compose
     from paddleseg.utils import get_image_list
 
+    check_fill(builder.model, args.model_path, "--model_path", strict=args.strict)  # what stays at initialisation
     image_list, image_dir = get_image_list(args.image_path)
     if not image_list:
         raise FileNotFoundError(f"--image_path: no pictures found at {args.image_path}")

@@ -7,6 +7,7 @@
 """
 
 from seg_common import arg_parser, check_ade20k, check_resume, setup
+from swin_backbone.convert import strict_loads
 from swin_backbone.runtime import non_negative_int, positive_float, positive_int, run_tool, seed_everything
 
 
@@ -35,7 +36,9 @@ def main(argv=None):
         check_ade20k(cfg.val_dataset_cfg)
     from paddleseg.core import train
 
-    train(builder.model, builder.train_dataset, val_dataset=builder.val_dataset if args.do_eval else None,
+    with strict_loads(args.strict):  # the backbone loads its `pretrained` while PaddleSeg builds the model
+        model = builder.model
+    train(model, builder.train_dataset, val_dataset=builder.val_dataset if args.do_eval else None,
           optimizer=builder.optimizer, save_dir=args.save_dir, iters=cfg.iters, batch_size=cfg.batch_size,
           resume_model=args.resume_model, save_interval=args.save_interval, log_iters=args.log_iters,
           num_workers=args.num_workers, use_vdl=args.use_vdl, losses=builder.loss,
