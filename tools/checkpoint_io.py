@@ -82,9 +82,13 @@ def save(folder: str, model_state: Dict[str, Any], optimizer_state: Dict[str, An
         shutil.rmtree(previous)
 
 
-def load(folder: str) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
-    """(model state, optimizer state, state.json) of the newest complete checkpoint at FOLDER (after a kill too)."""
-    state = recover(folder)
+def load(folder: str, repair: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """(model state, optimizer state, state.json) of the newest complete checkpoint at FOLDER (after a kill too).
+
+    repair=False only reads (no renaming or deleting): for the processes of a run other than rank 0, which
+    has put the newest complete copy in place with `recover` before they read.
+    """
+    state = recover(folder) if repair else read_state(folder)
     if state is None:
         if os.path.isfile(os.path.join(folder, "state.json")):
             raise MalformedFileError(f"{folder}: incomplete checkpoint (state.json unreadable or a file of "
