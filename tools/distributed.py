@@ -105,16 +105,21 @@ def stream_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
-def seed_process_streams(seed: int, rank: int) -> None:
-    """Seed Python's, NumPy's and Paddle's generators for this process's data augmentation and dropout.
+def seed_data_streams(seed: int, rank: int) -> None:
+    """Seed Python's and NumPy's generators, which the frameworks' data augmentation draws from, per process.
 
-    Called after the model is built (its initialisation draws from `seed` itself, the same on every
-    process): each rank then draws its own augmentation and dropout, never a copy of another rank's.
+    Each rank draws its own augmentation, never a copy of another rank's. Call it before the data loader is
+    made: PaddleDetection's starts reading (and augmenting) in a thread as soon as it exists.
     """
     value = stream_seed(seed, 1, rank)
     random.seed(value)
     np.random.seed(value)
-    paddle.seed(value)
+
+
+def seed_model_stream(seed: int, rank: int) -> None:
+    """Seed Paddle's generator per process once the model is initialised (from `seed`, the same everywhere):
+    dropout, drop path and the heads' random sampling then differ between ranks."""
+    paddle.seed(stream_seed(seed, 2, rank))
 
 
 def all_sum(values: np.ndarray) -> np.ndarray:
@@ -124,3 +129,55 @@ def all_sum(values: np.ndarray) -> np.ndarray:
     total = paddle.to_tensor(values)
     dist.all_reduce(total)
     return total.numpy()
+
+
+# Options that name places on one machine (data, output, weights): machines may differ there.
+LOCAL_KEYS = ("dataset_dir", "dataset_root", "save_dir", "output_eval", "weights", "pretrain_weights", "pretrained",
+              "vdl_log_dir")
+
+
+def config_settings(path: str, overrides: Dict[str, object], base_key: str) -> Dict[str, object]:
+    """A config's files (it and its bases, by their text) and its overrides other than places on one machine."""
+    import yaml
+
+    settings: Dict[str, object] = {}
+    pending = [path]
+    while pending:
+        current = pending.pop()
+        with open(current, encoding="utf-8") as handle:
+            text = handle.read()
+        settings[f"config file {os.path.basename(current)}"] = text
+        bases = (yaml.safe_load(text.replace("!", "#!")) or {}).get(base_key) or []  # ignore ppdet's !tags
+        for base in [bases] if isinstance(bases, str) else bases:
+            pending.append(os.path.join(os.path.dirname(current), base))
+    for key, value in _flatten(overrides).items():
+        if key.split(".")[-1] not in LOCAL_KEYS:
+            settings[f"option {key}"] = value
+    return settings
+
+
+def _flatten(options: Dict[str, object], prefix: str = "") -> Dict[str, object]:
+    """{"TrainDataset": {"dataset_dir": x}} -> {"TrainDataset.dataset_dir": x}."""
+    flat: Dict[str, object] = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def file_fingerprint(path: str) -> str:
+    """crc32 and size of a file (an annotation file, say)."""
+    crc = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x} ({os.path.getsize(path)} bytes)"
+
+
+def folder_fingerprint(folder: str) -> str:
+    """The names and sizes of the files under a folder (image and label folders: reading them all is slow)."""
+    entries = sorted(f"{os.path.relpath(os.path.join(root, name), folder)}:{os.path.getsize(os.path.join(root, name))}"
+                     for root, _, names in os.walk(folder) for name in names)
+    return f"{zlib.crc32(chr(10).join(entries).encode()):08x} ({len(entries)} files)"
