@@ -53,7 +53,8 @@ def load_config(path: str, overrides: dict):
     paddle.set_device("gpu" if cfg.use_gpu else "cpu")
     if "output_eval" not in cfg:  # ppdet would write bbox.json / mask.json into the working directory
         cfg.output_eval = os.path.join(cfg.get("save_dir", "output"), cfg.filename)
-        os.makedirs(cfg.output_eval, exist_ok=True)
+        if distributed.group().writer:  # rank 0 alone evaluates and writes there
+            os.makedirs(cfg.output_eval, exist_ok=True)
     return cfg
 
 

@@ -89,9 +89,10 @@ def agree(place: Group, settings: Dict[str, object], error: Optional[BaseExcepti
             raise SwinInputError(f"rank {rank} (on {report['host']}) could not start: {report['error']}")
     reference = everyone[0]["settings"]
     for rank, report in enumerate(everyone[1:], 1):
-        for name in reference:
-            if report["settings"].get(name) != reference[name]:
-                here = f" (here: {settings[name]!r})" if place.rank in (0, rank) and _short(settings[name]) else ""
+        for name in sorted(set(reference) | set(report["settings"])):
+            if report["settings"].get(name) != reference.get(name):
+                mine = settings.get(name)
+                here = f" (here: {mine!r})" if place.rank in (0, rank) and _short(mine) else ""
                 raise SwinInputError(f"rank {rank} (on {report['host']}) has another {name} than rank 0 "
                                      f"(on {everyone[0]['host']}){here}: {SAME_EVERYWHERE}")
 
@@ -150,18 +151,27 @@ def config_settings(path: str, overrides: Dict[str, object], base_key: str) -> D
         bases = (yaml.safe_load(text.replace("!", "#!")) or {}).get(base_key) or []  # ignore ppdet's !tags
         for base in [bases] if isinstance(bases, str) else bases:
             pending.append(os.path.join(os.path.dirname(current), base))
-    for key, value in _flatten(overrides).items():
+    for key, value in flatten(overrides).items():
         if key.split(".")[-1] not in LOCAL_KEYS:
             settings[f"option {key}"] = value
     return settings
 
 
-def _flatten(options: Dict[str, object], prefix: str = "") -> Dict[str, object]:
+def without_local(value):
+    """A (nested) config without the places on one machine (LOCAL_KEYS)."""
+    if isinstance(value, dict):
+        return {k: without_local(v) for k, v in value.items() if str(k) not in LOCAL_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [without_local(v) for v in value]
+    return value
+
+
+def flatten(options: Dict[str, object], prefix: str = "") -> Dict[str, object]:
     """{"TrainDataset": {"dataset_dir": x}} -> {"TrainDataset.dataset_dir": x}."""
     flat: Dict[str, object] = {}
     for key, value in options.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -110,7 +110,8 @@ def start_distributed(args, prepare, splits=("train",)):
     try:
         cfg, builder = prepare()
         settings = distributed.config_settings(args.config, opts_dict(args.opts), "_base_")
-        settings["--num_classes"] = args.num_classes
+        resolved = distributed.flatten(distributed.without_local(cfg.dic))  # --opts, --batch_size, --iters applied
+        settings.update({f"setting {key}": value for key, value in resolved.items()})
         for split in splits:
             dataset_cfg = cfg.train_dataset_cfg if split == "train" else cfg.val_dataset_cfg
             root = dataset_cfg.get("dataset_root") or ""
