@@ -187,3 +187,7 @@ def test_a_machine_that_cannot_start_ends_the_run_with_one_line(coco, ade, tmp_p
     assert all(run.returncode != 0 for run in runs)
     assert re.search(r"error: rank 1 \(on .+\) has another option epoch than rank 0 .*: start every process with "
                      r"the same command, config and data", runs[0].output), runs[0].text()[-3000:]
+    final = str(tmp_path / "model_final.pdparams")
+    run = launch("det_eval.py", det_options(DET_SMOKE_CONFIGS[0], coco, save_dir, f"weights={final}"),
+                 str(tmp_path / "eval"), timeout=300)
+    assert run.returncode != 0 and "error: det_eval.py runs on one process" in run.output, run.text()[-3000:]
