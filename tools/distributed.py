@@ -51,15 +51,14 @@ def start() -> Group:
 def gather_text(text: str) -> List[str]:
     """Every process's `text`, in rank order, on every process (UTF-8 bytes in tensors; no pickle)."""
     data = np.frombuffer(text.encode("utf-8"), np.uint8)
-    lengths: List[paddle.Tensor] = []
-    dist.all_gather(lengths, paddle.to_tensor([len(data)], "int64"))
-    longest = max(int(length) for length in lengths)
-    padded = np.zeros(max(longest, 1), np.int32)  # int32: gloo's all_gather of uint8 is not reliable everywhere
+    gathered: List[paddle.Tensor] = []
+    dist.all_gather(gathered, paddle.to_tensor([len(data)], "int64"))
+    lengths = [int(length.numpy().reshape(-1)[0]) for length in gathered]  # int() of a 1-D tensor fails on 3.x
+    padded = np.zeros(max(max(lengths), 1), np.int32)
     padded[:len(data)] = data
     parts: List[paddle.Tensor] = []
     dist.all_gather(parts, paddle.to_tensor(padded))
-    return [part.numpy()[:int(length)].astype(np.uint8).tobytes().decode("utf-8")
-            for part, length in zip(parts, lengths)]
+    return [part.numpy()[:length].astype(np.uint8).tobytes().decode("utf-8") for part, length in zip(parts, lengths)]
 
 
 def digest(value) -> str:
