@@ -33,7 +33,8 @@ import paddle.nn.functional as F  # noqa: E402
 
 import checkpoint_io  # noqa: E402
 import distributed  # noqa: E402
-from cifar10 import CLASSES, LAYOUT, fingerprint, load_cifar10, synthetic_cifar10, write_cifar10_tarball  # noqa: E402,F401
+from cifar10 import (CLASSES, LAYOUT, TRAIN_BATCHES, fingerprint, load_cifar10, synthetic_cifar10,  # noqa: E402,F401
+                     write_cifar10_tarball)
 from cls_batches import (Part, augment, batches, global_batch_of, mix_batch, mixing_rng,  # noqa: E402,F401
                          normalize, rand_augment, random_crop_flip, soft_targets, steps_per_epoch, train_parts)
 from swin_backbone import PRESETS, create_classifier, load_pretrained  # noqa: E402
