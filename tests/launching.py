@@ -58,9 +58,10 @@ def _collect(procs, log_dirs: Sequence[str], timeout: float) -> List[Run]:
     return result
 
 
-def _start(script: str, args: Sequence[str], log_dir: str, launcher: Sequence[str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "paddle.distributed.launch", *launcher, "--log_dir", log_dir,
-               os.path.join(TOOLS, script), *args]
+def _start(script: str, args: Sequence[str], log_dir: str, launcher: Sequence[str], wrapper: bool = False
+           ) -> subprocess.Popen:
+    start = [os.path.join(TOOLS, "launch.py")] if wrapper else ["-m", "paddle.distributed.launch"]
+    command = [sys.executable, *start, *launcher, "--log_dir", log_dir, os.path.join(TOOLS, script), *args]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             env=_environment(), start_new_session=True)
 
@@ -74,13 +75,13 @@ def launch(script: str, args: Sequence[str], log_dir: str, processes: int = 2, t
 def launch_machines(script: str, args_per_machine: Sequence[Sequence[str]], log_dir: str,
                     timeout: float = 600) -> List[Run]:
     """The README's several-machine command, machines played by launchers on this one: each started with
-    `--master 127.0.0.1:PORT --nnodes N --rank I --nproc_per_node 1` and its own arguments."""
+    `tools/launch.py --master 127.0.0.1:PORT --nnodes N --rank I --nproc_per_node 1` and its own arguments."""
     master = f"127.0.0.1:{free_port()}"
     procs, dirs = [], []
     for index, args in enumerate(args_per_machine):
         dirs.append(os.path.join(log_dir, f"machine{index}"))
         procs.append(_start(script, args, dirs[-1], ["--master", master, "--nnodes", str(len(args_per_machine)),
-                                                     "--nproc_per_node", "1", "--rank", str(index)]))
+                                                     "--nproc_per_node", "1", "--rank", str(index)], wrapper=True))
     return _collect(procs, dirs, timeout)
 
 

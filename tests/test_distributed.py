@@ -4,6 +4,8 @@ is used once per epoch, --resume continues on another number of processes, rank 
 process that cannot start ends the run with one line."""
 import os
 import re
+import socket
+import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +13,7 @@ import paddle
 import pytest
 
 from conftest import ROOT
-from launching import launch, launch_machines, run_tool
+from launching import TOOLS, launch, launch_machines, run_tool
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import cls_batches  # noqa: E402
@@ -159,3 +161,18 @@ def test_a_machine_that_cannot_start_ends_the_run_with_one_line(tarball, tmp_pat
     assert re.search(r"error: rank 1 \(on .+\) has another --lr than rank 0 .*: start every process with the same "
                      r"command", runs[0].output), runs[0].text()[-3000:]
     assert not os.path.exists(os.path.join(str(tmp_path / "out"), "last"))
+
+
+def test_a_master_port_in_use_is_one_line():
+    """Paddle's launcher would wait for its peers without end; tools/launch.py says what to fix."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = subprocess.run([sys.executable, os.path.join(TOOLS, "launch.py"), "--master", f"127.0.0.1:{port}",
+                               "--nnodes", "2", "--rank", "0", "--nproc_per_node", "1",
+                               os.path.join(TOOLS, "cls_train.py"), "--synthetic"], capture_output=True, text=True,
+                              timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        f"error: port {port} on 127.0.0.1 (--master) is in use by another program or run: choose a free port and "
+        "pass the same --master to every machine"), proc.stderr
