@@ -116,16 +116,17 @@ def test_cpu_sync_batch_norm_is_batch_norm_over_every_process(tmp_path):
 def test_det_train_on_two_machines(config, coco, tmp_path):
     writer, other = str(tmp_path / "rank0"), str(tmp_path / "rank1")
     common = ["--eval", "--seed", "0"]
-    runs = launch_machines("det_train.py", [[*common, *det_options(config, coco, writer, "snapshot_epoch=6")],
-                                            [*common, *det_options(config, coco, other, "snapshot_epoch=6")]],
-                           str(tmp_path / "logs"), timeout=900)
+    machine = [[*common, *det_options(config, coco, out, "snapshot_epoch=6", "use_vdl=true",
+                                      f"vdl_log_dir={os.path.join(out, 'vdl')}")] for out in (writer, other)]
+    runs = launch_machines("det_train.py", machine, str(tmp_path / "logs"), timeout=900)
     assert [run.returncode for run in runs] == [0, 0], runs[0].text()[-4000:] + runs[1].text()[-2000:]
     log = runs[0].output
     losses = [float(v) for v in re.findall(r"\bloss: ([0-9.]+)", log)]
     assert len(losses) == 12 and falling(losses, 0.85), losses  # 8 images, 2 x 2 per step: 2 steps x 6 epochs
     name = os.path.splitext(config)[0]
     final = os.path.join(writer, name, "model_final.pdparams")
-    assert os.path.isfile(final) and not files_under(other)  # rank 0 alone writes
+    assert os.path.isfile(final) and files_under(os.path.join(writer, "vdl"))
+    assert not files_under(other)  # rank 0 alone writes: checkpoints, evaluation files, VisualDL
     during = ap_lines(log)
     assert len(during) == 24, log[-3000:]  # bbox and segm, once, at the end
     alone = run_tool("det_eval.py", *det_options(config, coco, str(tmp_path / "eval"), f"weights={final}"))
@@ -135,7 +136,7 @@ def test_det_train_on_two_machines(config, coco, tmp_path):
 
 def test_seg_train_on_two_machines(ade, tmp_path):
     writer, other = str(tmp_path / "rank0"), str(tmp_path / "rank1")
-    common = ["--seed", "0", "--iters", "12", "--save_interval", "12", "--log_iters", "1", "--do_eval"]
+    common = ["--seed", "0", "--iters", "12", "--save_interval", "12", "--log_iters", "1", "--do_eval", "--use_vdl"]
     runs = launch_machines("seg_train.py", [seg_options(ade, writer, *common), seg_options(ade, other, *common)],
                            str(tmp_path / "logs"), timeout=900)
     assert [run.returncode for run in runs] == [0, 0], runs[0].text()[-4000:] + runs[1].text()[-2000:]
@@ -145,6 +146,7 @@ def test_seg_train_on_two_machines(ade, tmp_path):
     assert len(losses) == 12 and falling(losses, 0.8), losses
     model = os.path.join(writer, "iter_12", "model.pdparams")
     assert os.path.isfile(model) and os.path.isfile(os.path.join(writer, "best_model", "model.pdparams"))
+    assert any("vdlrecords" in path for path in files_under(writer))
     assert not files_under(other)  # rank 0 alone writes (PaddleSeg makes the empty folder on every process)
     during = seg_metrics(log)  # 3 images over 2 processes: one padded
     assert len(during) == 4 and "#Images: 3 " in during[0], log[-3000:]

@@ -6,6 +6,7 @@
 """
 
 from det_common import arg_parser, load_pretrain, prepare, resume_weights, start_distributed, synchronise_batch_norm
+from checkpoint_io import atomic_saves
 from distributed import seed_data_streams, seed_model_stream
 from swin_backbone.runtime import non_negative_int, run_tool, seed_everything
 
@@ -25,6 +26,7 @@ def main(argv=None):
     from ppdet.engine import Trainer
 
     trainer = Trainer(cfg, mode="train")
+    atomic_saves()  # PaddleDetection's checkpoints: each file written whole or not at all
     if args.seed is not None:  # dropout and the heads' sampling: per process from here on
         seed_model_stream(args.seed, place.rank)
     if args.resume:

@@ -6,6 +6,7 @@
     python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/seg_train.py --config ... --precision fp16
 """
 
+from checkpoint_io import atomic_saves
 from distributed import seed_data_streams, seed_model_stream
 from seg_common import arg_parser, check_ade20k, check_resume, setup, start_distributed, synchronise_batch_norm
 from swin_backbone.runtime import non_negative_int, positive_float, positive_int, run_tool, seed_everything
@@ -44,6 +45,7 @@ def main(argv=None):
     if args.seed is not None:  # dropout: per process from here on
         seed_model_stream(args.seed, place.rank)
     synchronise_batch_norm(model, place)
+    atomic_saves()  # PaddleSeg's checkpoints: each file written whole or not at all
     from paddleseg.core import train
 
     train(model, builder.train_dataset, val_dataset=builder.val_dataset if args.do_eval else None,
