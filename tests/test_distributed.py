@@ -189,3 +189,20 @@ def test_framework_checkpoint_files_are_written_whole(tmp_path):
         save({"w": paddle.zeros([2]), "not a tensor": lambda: 0}, path)
     np.testing.assert_array_equal(paddle.load(path)["w"].numpy(), [1, 1])
     assert os.listdir(tmp_path / "iter_1") == ["model.pdparams"]
+
+
+def test_each_process_draws_its_own_augmentation_and_dropout():
+    """det_train/seg_train: after the shared initialisation seed, Python's and NumPy's generators (the
+    frameworks' augmentation) and Paddle's (dropout, sampling) are seeded from (seed, rank): each rank its own
+    draws, the same ones on every run."""
+    import random
+
+    import distributed
+
+    def draws(rank):
+        distributed.seed_data_streams(3, rank)
+        distributed.seed_model_stream(3, rank)
+        return random.random(), float(np.random.random()), float(paddle.rand([1]))
+
+    first, other, again = draws(0), draws(1), draws(0)
+    assert first == again and all(a != b for a, b in zip(first, other))
