@@ -202,7 +202,7 @@ def test_each_process_draws_its_own_augmentation_and_dropout():
     def draws(rank):
         distributed.seed_data_streams(3, rank)
         distributed.seed_model_stream(3, rank)
-        return random.random(), float(np.random.random()), float(paddle.rand([1]))
+        return random.random(), float(np.random.random()), float(paddle.rand([1]).numpy()[0])
 
     first, other, again = draws(0), draws(1), draws(0)
     assert first == again and all(a != b for a, b in zip(first, other))
