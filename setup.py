@@ -22,6 +22,11 @@ extras = {
     "onnx-paddle3": ["paddle2onnx==2.1.0", "onnxruntime"],
     "test": ["pytest", "opencv-python", "Pillow"],
 }
+# Paddle 2.6.2's fleet (paddle.distributed.fleet, which PaddleSeg's training calls on several processes) reads
+# FieldDescriptor.label, which protobuf 7 removed: AttributeError before the first step. Measured: protobuf
+# 6.33.6 works, 7.34+ fails; Paddle 3.3.1's fleet reads either (is_repeated), so its extras stay unpinned.
+for _paddle2 in ("cpu", "gpu"):
+    extras[_paddle2].append("protobuf>=3.20.2,<7")
 
 setup(
     name="swin-paddle",

@@ -82,9 +82,13 @@ def save(folder: str, model_state: Dict[str, Any], optimizer_state: Dict[str, An
         shutil.rmtree(previous)
 
 
-def load(folder: str) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
-    """(model state, optimizer state, state.json) of the newest complete checkpoint at FOLDER (after a kill too)."""
-    state = recover(folder)
+def load(folder: str, repair: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """(model state, optimizer state, state.json) of the newest complete checkpoint at FOLDER (after a kill too).
+
+    repair=False only reads (no renaming or deleting): for the processes of a run other than rank 0, which
+    has put the newest complete copy in place with `recover` before they read.
+    """
+    state = recover(folder) if repair else read_state(folder)
     if state is None:
         if os.path.isfile(os.path.join(folder, "state.json")):
             raise MalformedFileError(f"{folder}: incomplete checkpoint (state.json unreadable or a file of "
@@ -96,3 +100,29 @@ def load(folder: str) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
         if not isinstance(value, dict):
             raise MalformedFileError(f"{os.path.join(folder, path)}: expected a dict, found {type(value).__name__}")
     return model_state, optimizer_state, state
+
+
+def atomic_paddle_save(save):
+    """`save` (paddle.save) that writes PATH.tmp, syncs it and renames it to PATH: a kill never leaves a
+    truncated file where a checkpoint was. For the frameworks' own checkpoint writers (see `atomic_saves`)."""
+    def saving(obj, path, *args, **kwargs):
+        if not isinstance(path, (str, os.PathLike)):
+            return save(obj, path, *args, **kwargs)
+        staging = os.fspath(path) + ".tmp"
+        try:
+            save(obj, staging, *args, **kwargs)
+            _sync_file(staging)
+            os.replace(staging, path)
+        finally:
+            if os.path.lexists(staging):
+                os.remove(staging)
+        _sync_dir(os.path.dirname(os.path.abspath(path)))
+
+    saving.__wrapped__ = save
+    return saving
+
+
+def atomic_saves() -> None:
+    """Make paddle.save atomic per file in this process (PaddleDetection and PaddleSeg call it by that name)."""
+    if not hasattr(paddle.save, "__wrapped__"):
+        paddle.save = atomic_paddle_save(paddle.save)

@@ -10,6 +10,8 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 import paddle  # noqa: E402
 
 import swin_backbone.ppdet  # noqa: E402,F401  (registers SwinBackbone, sets FLAGS_set_to_1d)
+import distributed  # noqa: E402
+import sync_batch_norm  # noqa: E402
 from swin_backbone import load_pretrained  # noqa: E402
 from swin_backbone.convert import check_fill  # noqa: E402
 from swin_backbone.errors import SwinInputError  # noqa: E402
@@ -54,7 +56,8 @@ def load_config(path: str, overrides: dict):
     paddle.set_device("gpu" if cfg.use_gpu else "cpu")
     if "output_eval" not in cfg:  # ppdet would write bbox.json / mask.json into the working directory
         cfg.output_eval = os.path.join(cfg.get("save_dir", "output"), cfg.filename)
-        os.makedirs(cfg.output_eval, exist_ok=True)
+        if distributed.group().writer:  # rank 0 alone evaluates and writes there
+            os.makedirs(cfg.output_eval, exist_ok=True)
     return cfg
 
 
@@ -143,3 +146,38 @@ def image_list(image: Optional[str], folder: Optional[str]) -> List[str]:
     if not found:
         raise FileNotFoundError(f"--dir: no .jpg/.jpeg/.png/.bmp images in {folder}")
     return found
+
+
+def start_distributed(args, mode: str, datasets=("TrainDataset",)):
+    """(config, place): PaddleDetection's parallel start (it seeds Python and NumPy with 99 + rank), the config,
+    and the check that every process could read it and its data and has the same; one line otherwise."""
+    from ppdet.engine import init_parallel_env
+
+    init_parallel_env()
+    place = distributed.start()
+    cfg, error, settings = None, None, {}
+    try:
+        cfg = load_config(args.config, args.opt)
+        check_settings(cfg, mode)
+        check_coco(cfg, *datasets)
+        settings = distributed.config_settings(args.config, args.opt, "_BASE_")
+        for name in datasets:
+            dataset = cfg[name]
+            anno = os.path.join(dataset.dataset_dir or "", dataset.anno_path or "")
+            settings[f"{name} annotations"] = distributed.file_fingerprint(anno)
+    except (FileNotFoundError, SwinInputError) as caught:
+        error = caught
+    distributed.agree(place, settings, error)
+    if not place.writer:  # VisualDL: rank 0 alone (PaddleDetection opens a writer on every process)
+        cfg.use_vdl = False
+    return cfg, place
+
+
+def synchronise_batch_norm(trainer, cfg, place) -> None:
+    """BatchNorm synchronised across CPU processes where the config asks for SyncBN (PaddleDetection converts
+    on GPU only)."""
+    if cfg.get("norm_type") == "sync_bn" and place.world > 1 and not cfg.use_gpu:
+        count = sync_batch_norm.convert(trainer.model)
+        if place.writer:
+            print(f"norm_type sync_bn: {count} BatchNorm layers synchronised across {place.world} CPU processes "
+                  "(CPUSyncBatchNorm; Paddle 2.6 has no CPU SyncBatchNorm kernel)")

@@ -5,7 +5,9 @@
     python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/det_train.py -c ...   # multi-GPU
 """
 
-from det_common import arg_parser, check_coco, check_settings, load_config, load_pretrain, prepare, resume_weights
+from det_common import arg_parser, load_pretrain, prepare, resume_weights, start_distributed, synchronise_batch_norm
+from checkpoint_io import atomic_saves
+from distributed import seed_data_streams, seed_model_stream
 from swin_backbone.runtime import non_negative_int, run_tool, seed_everything
 
 
@@ -17,19 +19,21 @@ def main(argv=None):
                         "data order, augmentation) so that a run can be repeated")
     args = parser.parse_args(argv)
     prepare(args)
-    if args.seed is not None:
+    cfg, place = start_distributed(args, "train", ("TrainDataset", *(["EvalDataset"] if args.eval else [])))
+    if args.seed is not None:  # initialisation from --seed on every process; augmentation per process
         seed_everything(args.seed)
-    cfg = load_config(args.config, args.opt)
-    check_settings(cfg, "train")
-    check_coco(cfg, "TrainDataset", *(["EvalDataset"] if args.eval else []))
-    from ppdet.engine import Trainer, init_parallel_env
+        seed_data_streams(args.seed, place.rank)
+    from ppdet.engine import Trainer
 
-    init_parallel_env()
     trainer = Trainer(cfg, mode="train")
+    atomic_saves()  # PaddleDetection's checkpoints: each file written whole or not at all
+    if args.seed is not None:  # dropout and the heads' sampling: per process from here on
+        seed_model_stream(args.seed, place.rank)
     if args.resume:
         resume_weights(trainer, args.resume)
     elif cfg.get("pretrain_weights"):
         load_pretrain(trainer, cfg.pretrain_weights, strict=args.strict)
+    synchronise_batch_norm(trainer, cfg, place)
     trainer.train(args.eval)
     return trainer
 

@@ -10,6 +10,8 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 import paddle  # noqa: E402
 
 import swin_backbone.paddleseg  # noqa: E402,F401  (registers SwinBackbone, SwinUperNet, transforms)
+import distributed  # noqa: E402
+from swin_backbone.errors import SwinInputError  # noqa: E402
 from swin_backbone.runtime import non_negative_int, positive_int, set_num_threads  # noqa: E402
 from swin_backbone.safe_load import check_pickle_file  # noqa: E402
 
@@ -95,3 +97,42 @@ def check_resume(folder: str) -> str:
     for name in ("model.pdparams", "model.pdopt"):
         check_pickle_file(os.path.join(folder, name), "--resume_model")
     return folder
+
+
+def opts_dict(opts) -> dict:
+    """--opts a.b=c ... as {"a.b": "c"}."""
+    return dict(option.split("=", 1) if "=" in option else (option, None) for option in opts or [])
+
+
+def start_distributed(args, prepare, splits=("train",)):
+    """(config, builder, place): `prepare()` (config, checks) on every process, then the check that all could
+    and have the same config and data; one line naming the process and machine otherwise."""
+    place = distributed.start()
+    cfg, builder, error, settings = None, None, None, {}
+    try:
+        cfg, builder = prepare()
+        settings = distributed.config_settings(args.config, opts_dict(args.opts), "_base_")
+        resolved = distributed.flatten(distributed.without_local(cfg.dic))  # --opts, --batch_size, --iters applied
+        settings.update({f"setting {key}": value for key, value in resolved.items()})
+        for split in splits:
+            dataset_cfg = cfg.train_dataset_cfg if split == "train" else cfg.val_dataset_cfg
+            root = dataset_cfg.get("dataset_root") or ""
+            folder = "training" if split == "train" else "validation"
+            for kind in ("images", "annotations"):
+                if os.path.isdir(os.path.join(root, kind, folder)):
+                    settings[f"{split} {kind}"] = distributed.folder_fingerprint(os.path.join(root, kind, folder))
+    except (FileNotFoundError, SwinInputError) as caught:
+        error = caught
+    distributed.agree(place, settings, error)
+    return cfg, builder, place
+
+
+def synchronise_batch_norm(model, place) -> None:
+    """PaddleSeg's layers ask for SyncBatchNorm and get a plain BatchNorm2D on CPU: synchronise them there."""
+    import sync_batch_norm
+
+    if place.world > 1 and not paddle.is_compiled_with_cuda():
+        count = sync_batch_norm.convert(model)
+        if place.writer:
+            print(f"SyncBatchNorm: {count} BatchNorm layers synchronised across {place.world} CPU processes "
+                  "(CPUSyncBatchNorm; Paddle 2.6 has no CPU SyncBatchNorm kernel)", flush=True)
