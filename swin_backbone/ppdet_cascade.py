@@ -19,18 +19,19 @@ and deploy client run them unchanged. Registered by `swin_backbone.ppdet`.
 import math
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.nn.initializer import Constant, KaimingNormal, Normal, XavierUniform
 
 from ppdet.modeling.heads.roi_extractor import RoIAlign
-from ppdet.modeling.proposal_generator.target import generate_mask_target
 from ppdet.modeling.shape_spec import ShapeSpec
 
 from .errors import SwinInputError
 
-__all__ = ["CascadeConvFCHead", "CascadeFCNMaskHead", "decode_deltas", "box_iou", "giou_loss_sum", "sample_rois"]
+__all__ = ["CascadeConvFCHead", "CascadeFCNMaskHead", "decode_deltas", "box_iou", "giou_loss_sum", "sample_rois",
+           "polygon_mask_targets"]
 
 # mmdetection clamps the decoded log-size ratios to +-log(1000 / 16) (wh_ratio_clip = 16 / 1000).
 MAX_LOG_RATIO = math.log(1000.0 / 16)
@@ -171,6 +172,29 @@ def image_ground_truth(inputs: Dict, image: int) -> Tuple[paddle.Tensor, paddle.
         if keep.shape[0] < boxes.shape[0]:
             boxes, labels, index = (paddle.gather(t, keep) for t in (boxes, labels, index))
     return boxes, labels, index
+
+
+def polygon_mask_targets(boxes: np.ndarray, gt_index: np.ndarray, polygons: Sequence[Sequence[Sequence[float]]],
+                         resolution: int) -> np.ndarray:
+    """[n, R, R] uint8 mask targets: each box's ground-truth polygons cropped to the box and rasterised at R x R.
+
+    mmdet's PolygonMasks.crop_and_resize + to_ndarray: sides under 1 px count as 1, and the scales are float32 (what
+    mmdet computes under NumPy 2; NumPy 1 gives float64, ~1e-7 apart). PaddleDetection's own rasteriser moves a
+    float64 polygon array in place, so a ground truth shared by several RoIs would be shifted again for each.
+    """
+    from pycocotools import mask as mask_util
+
+    targets = np.zeros((len(boxes), resolution, resolution), np.uint8)
+    for row, (box, index) in enumerate(zip(np.asarray(boxes, np.float32), gt_index)):
+        x1, y1, x2, y2 = box
+        scale = np.float32(resolution) / np.maximum(np.maximum(np.stack([x2 - x1, y2 - y1]), 1), np.float32(0.1))
+        parts = []
+        for polygon in polygons[int(index)]:
+            points = np.array(polygon, np.float64).reshape(-1, 2)
+            parts.append(((points - box[:2]) * scale).ravel())
+        rle = mask_util.merge(mask_util.frPyObjects(parts, resolution, resolution))
+        targets[row] = mask_util.decode(rle)
+    return targets
 
 
 def per_box_image_shape(im_shape: paddle.Tensor, rois_num: paddle.Tensor) -> paddle.Tensor:
@@ -454,20 +478,37 @@ class CascadeFCNMaskHead(nn.Layer):
                                  f"{len(stage_rois)}: pair it with CascadeConvFCHead of as many stages")
         losses = {}
         for stage, (rois, (labels, _, gt_index)) in enumerate(zip(stage_rois, stage_targets)):
-            mask_rois, mask_rois_num, classes, masks, _, weights = generate_mask_target(
-                inputs["gt_poly"], rois, labels, gt_index, self.num_classes, self.mask_resolution)
+            positives = [self.positives(*args, polygons) for *args, polygons in
+                         zip(rois, labels, gt_index, inputs["gt_poly"])]
+            mask_rois = [p[0] for p in positives]
+            mask_rois_num = paddle.to_tensor([p[0].shape[0] for p in positives], "int32")
+            classes, masks, weights = (paddle.concat([p[i] for p in positives]) for i in (1, 2, 3))
             logits = self.stages[stage](self.roi_extractor(body_feats, mask_rois, mask_rois_num))
             losses[f"loss_mask_stage{stage}"] = self.mask_loss(logits, classes, masks, weights) * \
                 self.stage_loss_weights[stage]
         return losses
 
+    def positives(self, rois, labels, gt_index, polygons):
+        """One image's positive RoIs, their classes, mask targets and weights 1. An image without positives gives
+        its first RoI with weight 0 instead, so that every mask parameter stays in the graph (as PaddleDetection
+        does: several-GPU training needs it)."""
+        index = paddle.nonzero(labels < self.num_classes).flatten()
+        if index.shape[0] == 0:
+            zeros = paddle.zeros([1, self.mask_resolution, self.mask_resolution], "float32")
+            return rois[:1], paddle.zeros([1], "int64"), zeros, paddle.zeros([1], "float32")
+        boxes = paddle.gather(rois, index)
+        targets = polygon_mask_targets(boxes.numpy(), paddle.gather(gt_index, index).numpy(), polygons,
+                                       self.mask_resolution)
+        return (boxes, paddle.gather(labels, index).astype("int64"), paddle.to_tensor(targets, "float32"),
+                paddle.ones([index.shape[0]], "float32"))
+
     @staticmethod
     def mask_loss(logits, classes, masks, weights) -> paddle.Tensor:
         """Binary cross entropy at each RoI's class channel, the mean over real positives' pixels (mmdet's
-        mask_cross_entropy); PaddleDetection's stand-in RoI for an image without positives has weight 0."""
+        mask_cross_entropy); a stand-in RoI for an image without positives has weight 0."""
         index = classes.astype("int64").reshape([-1, 1, 1, 1]).tile([1, 1] + logits.shape[2:])
         picked = paddle.take_along_axis(logits, index, axis=1)[:, 0]
-        pixels = F.binary_cross_entropy_with_logits(picked, masks.astype("float32"), reduction="none")
+        pixels = F.binary_cross_entropy_with_logits(picked, masks, reduction="none")
         per_roi = pixels.mean(axis=[1, 2]) * weights
         return per_roi.sum() / paddle.clip(weights.sum(), min=1.0)
 
