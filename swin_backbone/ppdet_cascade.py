@@ -430,11 +430,14 @@ class CascadeConvFCHead(nn.Layer):
 
     @staticmethod
     def _per_image(boxes: paddle.Tensor, rois_num: paddle.Tensor):
-        """The boxes as a list per image (what RCNNBox expects); one tensor in a static graph (batch 1, as
-        PaddleDetection's own CascadeHead exports)."""
+        """The boxes as RCNNBox takes RoIs: a list per image in eager mode; in a static graph (export) an array
+        holding them all, as the RPN hands over its proposals there, so that RCNNBox reads the batch size from
+        im_shape and exports serve any batch size (PaddleDetection's own CascadeHead exports batch 1 only)."""
         if paddle.in_dynamic_mode():
             return paddle.split(boxes, [int(n) for n in rois_num.numpy()])
-        return [boxes]
+        array = paddle.tensor.create_array("float32")
+        paddle.tensor.array_write(boxes, paddle.zeros([1], "int64"), array)
+        return array
 
 
 # ---------------------------------------------------------------------------------------------- mask head
@@ -513,10 +516,17 @@ class CascadeFCNMaskHead(nn.Layer):
         return per_roi.sum() / paddle.clip(weights.sum(), min=1.0)
 
     def forward_test(self, body_feats, rois, rois_num) -> paddle.Tensor:
+        # one assignment per branch and one return: what dy2static needs to export this
         if not self.export_onnx and rois.shape[0] == 0:
-            return paddle.full([1, 1, 1], -1)  # what PaddleDetection's MaskHead returns for no detection
-        feats = self.roi_extractor(body_feats, [rois[:, 2:]], rois_num)
-        labels = rois[:, 0].astype("int64")
+            masks = paddle.full([1, 1, 1], -1)  # what PaddleDetection's MaskHead returns for no detection
+        else:
+            masks = self.averaged_masks(body_feats, rois, rois_num)
+        return masks
+
+    def averaged_masks(self, body_feats, dets, dets_num) -> paddle.Tensor:
+        """[N, R, R]: the mean over stages of the sigmoid mask of each detection's label (dets [N, 6])."""
+        feats = self.roi_extractor(body_feats, [dets[:, 2:]], dets_num)
+        labels = dets[:, 0].astype("int64")
         total = None
         for head in self.stages:
             logits = head(feats)
