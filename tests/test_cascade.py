@@ -243,12 +243,27 @@ def test_all_three_stages_losses_fall(trained):
         assert sum(end.values()) < 0.8 * sum(start.values()), (stage, start, end)
 
 
-def test_det_infer_draws_detections(trained, coco, tmp_path):
+def box_iou_xywh(a, b) -> float:
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    overlap = max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return overlap / (aw * ah + bw * bh - overlap)
+
+
+def test_det_infer_finds_the_objects(trained, coco, tmp_path):
+    """det_infer.py draws the picture and saves boxes and masks; its best box is one of the picture's objects."""
     output = str(tmp_path / "pictures")
     infer = run_tool("det_infer.py", "--image", os.path.join(coco, "val", "val_000.jpg"), "--output_dir", output,
-                     *smoke_options(coco, trained["save_dir"], f"weights={trained['weights']}"))
+                     "--save_results", *smoke_options(coco, trained["save_dir"], f"weights={trained['weights']}"))
     assert infer.returncode == 0, (infer.stdout + infer.stderr)[-4000:]
     assert os.path.isfile(os.path.join(output, "val_000.jpg"))
+    boxes = json.load(open(os.path.join(output, "bbox.json")))
+    masks = json.load(open(os.path.join(output, "mask.json")))
+    assert len(boxes) == len(masks) > 0
+    best = max(boxes, key=lambda d: d["score"])
+    truth = [a for a in json.load(open(os.path.join(coco, "annotations", "instances_val.json")))["annotations"]
+             if a["image_id"] == 1]
+    assert any(a["category_id"] == best["category_id"] and box_iou_xywh(a["bbox"], best["bbox"]) >= 0.5
+               for a in truth), (best, truth)
 
 
 # Eager detections, and the export's under a predictor configured as PaddleDetection 2.6's deploy/python/infer.py
