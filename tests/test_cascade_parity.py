@@ -7,6 +7,7 @@ deltas on given RoIs, the refined RoIs between stages, the final class probabili
 logits), the final boxes before NMS (through PaddleDetection's own RCNNBox), the averaged mask probabilities; the
 whole detector's boxes, classes and masks; and the training losses of all three stages on fixed proposals.
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -140,6 +141,15 @@ result["samples"] = [{{"rois": paddle.concat(r).numpy().tolist(), "num": n.numpy
                      for r, n, l in zip(stage_rois, stage_num, targets)]
 print("RESULT", json.dumps(result))
 """
+
+
+def test_fixtures_are_what_the_generator_wrote():
+    """Every file listed in SHA256SUMS (the generator's record of its output) is there, byte for byte."""
+    listed = [line.split() for line in open(fixture("SHA256SUMS")).read().splitlines() if line.strip()]
+    assert sorted(name for _, name in listed) == ["cascade_end2end.npz", "cascade_roi.npz", "cascade_train.npz",
+                                                  "cascade_weights.pth"]
+    for digest, name in listed:
+        assert hashlib.sha256(open(fixture(name), "rb").read()).hexdigest() == digest, name
 
 
 @pytest.fixture(scope="module")
