@@ -1,6 +1,6 @@
 """Cascade Mask R-CNN heads as the Swin authors trained theirs (mmdetection 2.x), for PaddleDetection's CascadeRCNN.
 
-PaddleDetection's own CascadeHead computes something else (shared/notes/cascade_mmdet_vs_ppdet.md): it does not
+PaddleDetection's own CascadeHead computes something else (README, Cascade Mask R-CNN): it does not
 re-sample after the first stage, decodes GIoU boxes with fixed weights, refines with the predicted label for every
 RoI, trains one mask head on first-stage RoIs and averages the stages' softmaxes. These two heads are the authors':
 
@@ -204,8 +204,8 @@ def per_box_image_shape(im_shape: paddle.Tensor, rois_num: paddle.Tensor) -> pad
 
 # ---------------------------------------------------------------------------------------------- layers
 class ConvBN(nn.Layer):
-    """3x3 conv (no bias) + BatchNorm + ReLU: mmcv's ConvModule with a norm (SyncBN is BN until the trainer converts
-    it; see swin_backbone.ppdet)."""
+    """3x3 conv (no bias) + BatchNorm + ReLU: mmcv's ConvModule with a norm. (The authors' SyncBN: PaddleDetection's
+    trainer converts BatchNorm layers to SyncBatchNorm on several GPUs when the config's norm_type is sync_bn.)"""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
