@@ -1,9 +1,9 @@
-"""Map the authors' whole mmdetection Mask R-CNN and mmsegmentation UperNet checkpoints onto our models.
+"""Map the authors' whole mmdetection (Cascade) Mask R-CNN and mmsegmentation UperNet checkpoints onto our models.
 
 Pure functions from their state dict (numpy arrays, their names) to ours, given the target's parameter
-shapes: PaddleDetection's MaskRCNN (FPN, RPNHead, BBoxHead with TwoFCHead, MaskHead with MaskFeat) as our
-det_configs build it, and our SwinUperNet (swin_backbone/paddleseg.py). The backbone goes through
-`convert_state_dict`.
+shapes: PaddleDetection's MaskRCNN (FPN, RPNHead, BBoxHead with TwoFCHead, MaskHead with MaskFeat) and
+CascadeRCNN (the same FPN and RPN, our CascadeConvFCHead and CascadeFCNMaskHead) as our det_configs build them,
+and our SwinUperNet (swin_backbone/paddleseg.py). The backbone goes through `convert_state_dict`.
 
 The two detection stacks compute the same functions once the weights are renamed (checked numerically
 against the authors' code, tests/test_mm_parity.py): anchors are ordered location-major then by aspect ratio
@@ -40,8 +40,8 @@ def _conv_module(ours: str) -> Callable[[re.Match], str]:
 _CONV_MODULE = r"\.(?P<part>conv|bn)\.(?P<leaf>weight|bias|running_mean|running_var)"
 
 
-def mmdet_rules(num_levels: int) -> List[Rule]:
-    """Renames from mmdetection's Mask R-CNN (FPN with `num_levels` inputs) to PaddleDetection's."""
+def _fpn_rpn_rules(num_levels: int) -> List[Rule]:
+    """mmdetection's FPN (with `num_levels` inputs) and RPNHead onto PaddleDetection's (both detectors)."""
     def lateral(match: re.Match) -> str:
         i = int(match["i"])
         name = "fpn_inner_res5_sum" if i == num_levels - 1 else f"fpn_inner_res{i + 2}_sum_lateral"
@@ -54,6 +54,12 @@ def mmdet_rules(num_levels: int) -> List[Rule]:
         (r"rpn_head\.rpn_conv\.(?P<leaf>weight|bias)", lambda m: f"rpn_head.rpn_feat.rpn_conv.{m['leaf']}"),
         (r"rpn_head\.rpn_cls\.(?P<leaf>weight|bias)", lambda m: f"rpn_head.rpn_rois_score.{m['leaf']}"),
         (r"rpn_head\.rpn_reg\.(?P<leaf>weight|bias)", lambda m: f"rpn_head.rpn_rois_delta.{m['leaf']}"),
+    ]
+
+
+def mmdet_rules(num_levels: int) -> List[Rule]:
+    """Renames from mmdetection's Mask R-CNN (FPN with `num_levels` inputs) to PaddleDetection's."""
+    return _fpn_rpn_rules(num_levels) + [
         (r"roi_head\.bbox_head\.shared_fcs\.(?P<i>\d+)\.(?P<leaf>weight|bias)",
          lambda m: f"bbox_head.head.fc{int(m['i']) + 6}.{m['leaf']}"),
         (r"roi_head\.bbox_head\.fc_cls\.(?P<leaf>weight|bias)", lambda m: f"bbox_head.bbox_score.{m['leaf']}"),
@@ -69,6 +75,45 @@ def mmdet_rules(num_levels: int) -> List[Rule]:
 
 # Layers whose size follows the number of classes: they may not fit a config with another class count.
 MMDET_CLASS_LAYERS = ("bbox_head.bbox_score.", "bbox_head.bbox_delta.", "mask_head.mask_fcn_logits.")
+
+_BOX_STAGE = r"roi_head\.bbox_head\.(?P<s>\d+)\."
+_MASK_STAGE = r"roi_head\.mask_head\.(?P<s>\d+)\."
+
+
+def _stage(ours: str) -> Callable[[re.Match], str]:
+    """A rename inside one cascade stage: `ours` is formatted with the match's groups (s = the stage)."""
+    return lambda m: ours.format(**m.groupdict())
+
+
+def mmdet_cascade_rules(num_levels: int) -> List[Rule]:
+    """Renames from mmdetection's Cascade Mask R-CNN with the authors' heads (per stage a ConvFCBBoxHead with 4
+    shared convs + BN and 1 shared FC, and an FCNMaskHead) onto CascadeConvFCHead / CascadeFCNMaskHead."""
+    return _fpn_rpn_rules(num_levels) + [
+        (_BOX_STAGE + r"shared_convs\.(?P<i>\d+)\.conv\.weight",
+         _stage("bbox_head.stages.{s}.convs.{i}.conv.weight")),
+        (_BOX_STAGE + r"shared_convs\.(?P<i>\d+)\.bn\.(?P<leaf>weight|bias|running_mean|running_var)",
+         lambda m: f"bbox_head.stages.{m['s']}.convs.{m['i']}.bn.{_BN[m['leaf']]}"),
+        (_BOX_STAGE + r"shared_fcs\.0\.(?P<leaf>weight|bias)", _stage("bbox_head.stages.{s}.fc.{leaf}")),
+        (_BOX_STAGE + r"fc_cls\.(?P<leaf>weight|bias)", _stage("bbox_head.stages.{s}.score.{leaf}")),
+        (_BOX_STAGE + r"fc_reg\.(?P<leaf>weight|bias)", _stage("bbox_head.stages.{s}.delta.{leaf}")),
+        (_MASK_STAGE + r"convs\.(?P<i>\d+)\.conv\.(?P<leaf>weight|bias)",
+         _stage("mask_head.stages.{s}.convs.{i}.{leaf}")),
+        (_MASK_STAGE + r"upsample\.(?P<leaf>weight|bias)", _stage("mask_head.stages.{s}.upsample.{leaf}")),
+        (_MASK_STAGE + r"conv_logits\.(?P<leaf>weight|bias)", _stage("mask_head.stages.{s}.logits.{leaf}")),
+    ]
+
+
+def cascade_class_layers(num_stages: int) -> Tuple[str, ...]:
+    """The cascade's layers sized by the class count, per stage."""
+    return tuple(f"{head}.stages.{s}.{layer}." for s in range(num_stages)
+                 for head, layer in (("bbox_head", "score"), ("bbox_head", "delta"), ("mask_head", "logits")))
+
+
+def cascade_stages(weights: Mapping[str, np.ndarray]) -> int:
+    """The number of cascade stages of an mmdetection checkpoint (0: not a cascade)."""
+    found = {m["s"] for k in weights for m in [re.match(r"roi_head\.bbox_head\.(?P<s>\d+)\.", k)] if m}
+    return len(found)
+
 
 MMSEG_RULES: List[Rule] = [
     (r"decode_head\.psp_modules\.(?P<i>\d+)\.1" + _CONV_MODULE, _conv_module("decode_head.ppm.{i}")),
@@ -150,7 +195,18 @@ def fpn_levels(weights: Mapping[str, np.ndarray]) -> int:
 
 def convert_mmdet(weights: Mapping[str, np.ndarray], target_shapes: Mapping[str, Tuple[int, ...]],
                   origin: str = "checkpoint") -> Tuple[Dict[str, np.ndarray], ConversionReport]:
-    """An mmdetection Mask R-CNN state dict onto PaddleDetection's MaskRCNN with our SwinBackbone."""
+    """An mmdetection Mask R-CNN or Cascade Mask R-CNN state dict onto PaddleDetection's MaskRCNN or CascadeRCNN
+    (with CascadeConvFCHead / CascadeFCNMaskHead) with our SwinBackbone; which one is read from the keys."""
+    stages = cascade_stages(weights)
+    target_is_cascade = any(k.startswith("bbox_head.stages.") for k in target_shapes)
+    if bool(stages) != target_is_cascade:
+        given = f"a {stages}-stage Cascade Mask R-CNN" if stages else "a Mask R-CNN"
+        raise CheckpointKeyError(f"{origin} is {given}, the config builds a "
+                                 f"{'Cascade Mask R-CNN' if target_is_cascade else 'Mask R-CNN'}: give a "
+                                 f"det_configs/{'cascade_' if stages else ''}mask_rcnn_* config")
+    if stages:
+        return convert_full_model(weights, target_shapes, mmdet_cascade_rules(fpn_levels(weights)),
+                                  cascade_class_layers(stages), origin)
     return convert_full_model(weights, target_shapes, mmdet_rules(fpn_levels(weights)), MMDET_CLASS_LAYERS, origin)
 
 

@@ -1,6 +1,8 @@
 """PaddleDetection registration: `import swin_backbone.ppdet` makes `SwinBackbone` usable in configs.
 
 PaddleDetection already registers a `SwinTransformer` of its own, so ours is registered as `SwinBackbone`.
+The authors' Cascade Mask R-CNN heads (swin_backbone/ppdet_cascade.py) are registered as `CascadeConvFCHead`
+and `CascadeFCNMaskHead`.
 """
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -26,8 +28,9 @@ from ppdet.modeling.shape_spec import ShapeSpec  # noqa: E402
 from .blocks import pad_to_multiple  # noqa: E402
 from .convert import load_pretrained  # noqa: E402
 from .model import SwinTransformer  # noqa: E402
+from .ppdet_cascade import CascadeConvFCHead, CascadeFCNMaskHead  # noqa: E402
 
-__all__ = ["SwinBackbone"]
+__all__ = ["SwinBackbone", "CascadeConvFCHead", "CascadeFCNMaskHead"]
 
 
 class SwinBackbone(SwinTransformer):
@@ -75,3 +78,6 @@ if not zlib_is_sound():
 # Registering twice raises in PaddleDetection (e.g. after importlib.reload): keep the first registration.
 if SwinBackbone.__name__ not in global_config:
     SwinBackbone = register(serializable(SwinBackbone))
+for _head in (CascadeConvFCHead, CascadeFCNMaskHead):
+    if _head.__name__ not in global_config:
+        register(_head)

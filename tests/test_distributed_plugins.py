@@ -16,8 +16,9 @@ from synthetic_data import write_ade20k, write_coco
 
 pytestmark = pytest.mark.plugins  # PaddleDetection / PaddleSeg: Paddle 2.6 only
 
-# Each detection smoke config trains on 2 processes; another one (Cascade's) is one more entry here.
-DET_SMOKE_CONFIGS = ["mask_rcnn_swin_smoke.yml"]
+# Each detection smoke config trains on 2 processes, with the BatchNorm layers its config synchronises (Cascade's
+# box heads: norm_type sync_bn, 4 convs x 3 stages).
+DET_SMOKE_CONFIGS = {"mask_rcnn_swin_smoke.yml": 0, "cascade_mask_rcnn_swin_smoke.yml": 12}
 SEG_SMOKE = os.path.join(ROOT, "seg_configs", "upernet_swin_smoke.yml")
 
 
@@ -116,11 +117,14 @@ def test_cpu_sync_batch_norm_is_batch_norm_over_every_process(tmp_path):
 def test_det_train_on_two_machines(config, coco, tmp_path):
     writer, other = str(tmp_path / "rank0"), str(tmp_path / "rank1")
     common = ["--eval", "--seed", "0"]
-    machine = [[*common, *det_options(config, coco, out, "snapshot_epoch=6", "use_vdl=true",
+    machine = [[*common, *det_options(config, coco, out, "epoch=6", "snapshot_epoch=6", "use_vdl=true",
                                       f"vdl_log_dir={os.path.join(out, 'vdl')}")] for out in (writer, other)]
     runs = launch_machines("det_train.py", machine, str(tmp_path / "logs"), timeout=900)
     assert [run.returncode for run in runs] == [0, 0], runs[0].text()[-4000:] + runs[1].text()[-2000:]
     log = runs[0].output
+    synchronised = DET_SMOKE_CONFIGS[config]
+    assert (f"norm_type sync_bn: {synchronised} BatchNorm layers synchronised across 2 CPU processes" in log) == (
+        synchronised > 0), log[:3000]
     losses = [float(v) for v in re.findall(r"\bloss: ([0-9.]+)", log)]
     assert len(losses) == 12 and falling(losses, 0.85), losses  # 8 images, 2 x 2 per step: 2 steps x 6 epochs
     name = os.path.splitext(config)[0]
@@ -162,7 +166,7 @@ def test_seeded_runs_repeat_bit_for_bit(coco, ade, tmp_path):
     for run in ("a", "b"):
         save_dir = str(tmp_path / f"det_{run}")
         proc = run_tool("det_train.py", "--seed", "5", "--threads", "1",
-                        *det_options(DET_SMOKE_CONFIGS[0], coco, save_dir, "epoch=1"))
+                        *det_options("mask_rcnn_swin_smoke.yml", coco, save_dir, "epoch=1"))
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         det.append(weights(os.path.join(save_dir, "mask_rcnn_swin_smoke", "model_final.pdparams")))
         save_dir = str(tmp_path / f"seg_{run}")
@@ -183,13 +187,13 @@ def test_a_machine_that_cannot_start_ends_the_run_with_one_line(coco, ade, tmp_p
     assert all(run.returncode != 0 for run in runs)
     assert re.search(r"error: rank 1 \(on .+\) could not start: ADE20K not found: .*none/images/training",
                      runs[0].output), runs[0].text()[-3000:]
-    runs = launch_machines("det_train.py", [det_options(DET_SMOKE_CONFIGS[0], coco, save_dir),
-                                            det_options(DET_SMOKE_CONFIGS[0], coco, save_dir, "epoch=3")],
+    runs = launch_machines("det_train.py", [det_options("mask_rcnn_swin_smoke.yml", coco, save_dir),
+                                            det_options("mask_rcnn_swin_smoke.yml", coco, save_dir, "epoch=3")],
                            str(tmp_path / "mismatch"), timeout=300)
     assert all(run.returncode != 0 for run in runs)
     assert re.search(r"error: rank 1 \(on .+\) has another option epoch than rank 0 .*: start every process with "
                      r"the same command, config and data", runs[0].output), runs[0].text()[-3000:]
     final = str(tmp_path / "model_final.pdparams")
-    run = launch("det_eval.py", det_options(DET_SMOKE_CONFIGS[0], coco, save_dir, f"weights={final}"),
+    run = launch("det_eval.py", det_options("mask_rcnn_swin_smoke.yml", coco, save_dir, f"weights={final}"),
                  str(tmp_path / "eval"), timeout=300)
     assert run.returncode != 0 and "error: det_eval.py runs on one process" in run.output, run.text()[-3000:]

@@ -5,9 +5,12 @@
     python tools/convert_weights.py swin_tiny_patch4_window7_224.pth swin_t.pdparams [--model PRESET] [--backbone]
         [--window-size 12 --img-size 384] [--num-classes 10] [--strict]
     python tools/convert_weights.py microsoft/swin-tiny-patch4-window7-224/ swin_t.pdparams   # a downloaded HF folder
-    # a whole mmdetection Mask R-CNN or mmsegmentation UperNet onto our configs (recognised when --config is left out)
+    # a whole mmdetection (Cascade) Mask R-CNN or mmsegmentation UperNet onto our configs (recognised when --config
+    # is left out)
     python tools/convert_weights.py mask_rcnn_swin_tiny_patch4_window7_1x.pth mask_rcnn_swin_t.pdparams \
         [--config det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml]
+    python tools/convert_weights.py cascade_mask_rcnn_swin_small_patch4_window7.pth cascade_swin_s.pdparams \
+        [--config det_configs/cascade_mask_rcnn_swin_small_fpn_3x_coco.yml]
     python tools/convert_weights.py upernet_swin_tiny_patch4_window7_512x512.pth upernet_swin_t.pdparams \
         [--config seg_configs/upernet_swin_tiny_ade20k_512x512_160k.yml]
 
@@ -30,8 +33,8 @@ import numpy as np  # noqa: E402
 from swin_backbone import PRESETS, SwinClassifier, SwinTransformer  # noqa: E402
 from swin_backbone.convert import KINDS, backbone_part, convert_source, read_source  # noqa: E402
 from swin_backbone.convert_sources import architecture  # noqa: E402
-from swin_backbone.convert_mm import (COCO_CLASSES, backbone_architecture, convert_mmdet,  # noqa: E402
-                                      convert_mmseg)
+from swin_backbone.convert_mm import (COCO_CLASSES, backbone_architecture, cascade_stages,  # noqa: E402
+                                      convert_mmdet, convert_mmseg)
 from swin_backbone.errors import CheckpointKeyError, SwinInputError  # noqa: E402
 from swin_backbone.presets import create_model  # noqa: E402
 from swin_backbone.runtime import non_negative_int, positive_int, run_tool  # noqa: E402
@@ -40,6 +43,11 @@ from swin_backbone.runtime import non_negative_int, positive_int, run_tool  # no
 DET_CONFIGS = {(96, (2, 2, 6, 2)): "det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml",
                (96, (2, 2, 18, 2)): "det_configs/mask_rcnn_swin_small_fpn_3x_coco.yml",
                (128, (2, 2, 18, 2)): "det_configs/mask_rcnn_swin_base_fpn_3x_coco.yml"}
+# Swin-T's 1x and 3x cascades build the same network (they differ in drop path and schedule only), so weights cannot
+# tell them apart: the 1x config is taken, as for Mask R-CNN; either evaluates a checkpoint alike.
+CASCADE_CONFIGS = {(96, (2, 2, 6, 2)): "det_configs/cascade_mask_rcnn_swin_tiny_fpn_1x_coco.yml",
+                   (96, (2, 2, 18, 2)): "det_configs/cascade_mask_rcnn_swin_small_fpn_3x_coco.yml",
+                   (128, (2, 2, 18, 2)): "det_configs/cascade_mask_rcnn_swin_base_fpn_3x_coco.yml"}
 SEG_CONFIGS = {(96, (2, 2, 6, 2)): "seg_configs/upernet_swin_tiny_ade20k_512x512_160k.yml",
                (96, (2, 2, 18, 2)): "seg_configs/upernet_swin_small_ade20k_512x512_160k.yml",
                (128, (2, 2, 18, 2)): "seg_configs/upernet_swin_base_ade20k_512x512_160k.yml"}
@@ -133,7 +141,7 @@ def build_target(found, args: argparse.Namespace):
 def recognise_config(weights: Dict[str, np.ndarray], kind: str, origin: str) -> str:
     """The det_configs/ or seg_configs/ file whose backbone a whole checkpoint has."""
     arch = backbone_architecture(weights, origin)
-    table = DET_CONFIGS if kind == "detector" else SEG_CONFIGS
+    table = SEG_CONFIGS if kind != "detector" else CASCADE_CONFIGS if cascade_stages(weights) else DET_CONFIGS
     config = table.get((arch["embed_dim"], tuple(arch["depths"])))
     if config is None:
         raise SwinInputError(f"no config in {os.path.dirname(next(iter(table.values())))}/ has this backbone "
@@ -179,8 +187,10 @@ def check_classes(checkpoint, task: str) -> Optional[str]:
 def convert(args: argparse.Namespace) -> Tuple[Dict[str, np.ndarray], int, str]:
     """(converted weights, size of the target, the command that evaluates them)."""
     found = read_source(args.input)
-    print(f"{args.input}: {found.report.notes.pop(0)}")  # the first line names the source
     weights, kind = found.weights, found.kind
+    stages = cascade_stages(weights) if kind == "detector" else 0
+    source = found.report.notes.pop(0) + (f": a Cascade Mask R-CNN, {stages} stages" if stages else "")
+    print(f"{args.input}: {source}")  # the first line names the source
     if args.config or (kind in ("detector", "segmenter") and not (args.model or args.backbone)):
         config = args.config or recognise_config(weights, kind, args.input)
         task = config_task(config)
