@@ -17,10 +17,12 @@ bf16 needs a CPU with AMX or AVX512-BF16 (detected from /proc/cpuinfo); elsewher
 because oneDNN and OpenVINO would emulate it, slower than fp32.
 The package never imports OpenVINO or onnxruntime; this module imports them only when asked for them.
 """
+import contextlib
 import json
 import os
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+import sys
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -106,6 +108,27 @@ def feeds(images: np.ndarray, names: List[str]) -> Dict[str, np.ndarray]:
     return {name: every[name] for name in names}
 
 
+@contextlib.contextmanager
+def quiet_output(enabled: bool = True) -> Iterator[None]:
+    """Send what C++ code writes to stdout and stderr (file descriptors 1, 2) to /dev/null for the duration."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
+
+
 class Predictor:
     """Paddle Inference on one exported model directory: CPU (oneDNN by default; bf16 on request) or GPU."""
 
@@ -144,10 +167,12 @@ class Predictor:
             if onednn:
                 config.enable_mkldnn()
                 if precision == "bf16":
-                    config.enable_mkldnn_bfloat16()
+                    with quiet_output():  # "Hardware support for BFLOAT16 is enabled", past disable_glog_info
+                        config.enable_mkldnn_bfloat16()
             else:
                 config.disable_mkldnn()
-        self.predictor = inference.create_predictor(config)
+        with quiet_output(precision == "bf16"):  # the bf16 passes print a dozen counts, past disable_glog_info
+            self.predictor = inference.create_predictor(config)
         self.output_names = list(self.predictor.get_output_names())
 
     def __call__(self, images: np.ndarray) -> List[np.ndarray]:
@@ -226,13 +251,20 @@ class OpenVINO:
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "INFERENCE_NUM_THREADS": threads or available_cores(), "PERFORMANCE_HINT": "LATENCY"}
         self.compiled = core.compile_model(model, "CPU", config)
-        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
-        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+        # a tensor can carry several names (the ONNX reader adds its producer's): take the export's own
+        self.input_names = [_export_name(port.get_names(), ("image", "im_shape", "scale_factor"))
+                            for port in self.compiled.inputs]
+        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, images: np.ndarray) -> List[np.ndarray]:
-        results = self.request.infer(feeds(images, self.input_names))
+        values = feeds(images, self.input_names)
+        results = self.request.infer({i: values[name] for i, name in enumerate(self.input_names)})
         return [np.array(results[output]) for output in self.compiled.outputs]
+
+
+def _export_name(names: set, known: Tuple[str, ...]) -> str:
+    return next((name for name in known if name in names), sorted(names)[0])
 
 
 def create(runtime: str, model_dir: str, precision: str = "fp32", threads: Optional[int] = None,
