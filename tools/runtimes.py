@@ -97,14 +97,17 @@ def trt_shape_ranges(input_names: List[str], sizes: Tuple[Tuple[int, int], ...],
     return tuple({name: per_input[name][i] for name in input_names if name in per_input} for i in range(3))
 
 
-def feeds(images: np.ndarray, names: List[str]) -> Dict[str, np.ndarray]:
-    """The inputs an export takes, from float32 [N, 3, H, W] (detectors also get im_shape and scale_factor 1)."""
+def feeds(images: np.ndarray, names: List[str], extra: Optional[Dict[str, np.ndarray]] = None
+          ) -> Dict[str, np.ndarray]:
+    """The inputs an export takes, from float32 [N, 3, H, W]; detectors also get im_shape and scale_factor
+    (from `extra`, else the image's size and 1)."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise SwinInputError(f"expected an input of shape [N, 3, H, W], got {list(images.shape)}")
     batch, _, height, width = images.shape
     every = {"image": np.ascontiguousarray(images, dtype=np.float32),
              "im_shape": np.tile(np.array([[height, width]], "float32"), (batch, 1)),
              "scale_factor": np.ones((batch, 2), "float32")}
+    every.update({name: np.asarray(value, "float32") for name, value in (extra or {}).items()})
     return {name: every[name] for name in names}
 
 
@@ -175,9 +178,9 @@ class Predictor:
             self.predictor = inference.create_predictor(config)
         self.output_names = list(self.predictor.get_output_names())
 
-    def __call__(self, images: np.ndarray) -> List[np.ndarray]:
-        """float32 [N, 3, H, W] -> the model's outputs."""
-        for name, value in feeds(images, self.predictor.get_input_names()).items():
+    def __call__(self, images: np.ndarray, extra: Optional[Dict[str, np.ndarray]] = None) -> List[np.ndarray]:
+        """float32 [N, 3, H, W] (and a detector's im_shape, scale_factor) -> the model's outputs."""
+        for name, value in feeds(images, self.predictor.get_input_names(), extra).items():
             handle = self.predictor.get_input_handle(name)
             handle.reshape(list(value.shape))
             handle.copy_from_cpu(value)
@@ -245,22 +248,40 @@ class OpenVINO:
                  source: Optional[str] = None):
         import openvino
 
-        core = openvino.Core()
+        self.core = openvino.Core()
         self.path = openvino_source(model_dir, source)
-        model = read_openvino_model(core, self.path)
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                  "INFERENCE_NUM_THREADS": threads or available_cores(), "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(model, "CPU", config)
+        model = read_openvino_model(self.core, self.path)
+        self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                       "INFERENCE_NUM_THREADS": threads or available_cores(), "PERFORMANCE_HINT": "LATENCY"}
         # a tensor can carry several names (the ONNX reader adds its producer's): take the export's own
         self.input_names = [_export_name(port.get_names(), ("image", "im_shape", "scale_factor"))
-                            for port in self.compiled.inputs]
-        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
-        self.request = self.compiled.create_infer_request()
+                            for port in model.inputs]
+        self.output_names = [port.get_any_name() for port in model.outputs]
+        self.per_shape: Optional[Dict[tuple, tuple]] = None
+        try:
+            self.compiled = self.core.compile_model(model, "CPU", self.config)
+            self.request = self.compiled.create_infer_request()
+        except RuntimeError:
+            # OpenVINO 2026.4 cannot compile Paddle2ONNX 2.1's dynamic-shape graph of a Paddle 3.x export
+            # ("Accessing out-of-range dimension"); at a fixed input shape it can: compile once per shape.
+            self.per_shape = {}
+
+    def _for_shape(self, values: List[np.ndarray]) -> tuple:
+        """(compiled model, request) at these input shapes (per_shape mode), compiled on first use."""
+        key = tuple(v.shape for v in values)
+        if key not in self.per_shape:
+            model = self.core.read_model(self.path)
+            model.reshape({i: list(shape) for i, shape in enumerate(key)})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            self.per_shape[key] = (compiled, compiled.create_infer_request())
+        return self.per_shape[key]
 
     def __call__(self, images: np.ndarray) -> List[np.ndarray]:
-        values = feeds(images, self.input_names)
-        results = self.request.infer({i: values[name] for i, name in enumerate(self.input_names)})
-        return [np.array(results[output]) for output in self.compiled.outputs]
+        named = feeds(images, self.input_names)
+        values = [named[name] for name in self.input_names]
+        compiled, request = self._for_shape(values) if self.per_shape is not None else (self.compiled, self.request)
+        results = request.infer(dict(enumerate(values)))
+        return [np.array(results[output]) for output in compiled.outputs]
 
 
 def _export_name(names: set, known: Tuple[str, ...]) -> str:
