@@ -108,3 +108,23 @@ def test_infer_switches_for_runtimes(classifier, tmp_path):
     assert proc.returncode == 1 and "no model.onnx in" in proc.stderr and "--onnx" in proc.stderr
     proc = run_infer("--model-dir", classifier[1], "--runtime", "openvino", "--gpu")
     assert proc.returncode == 2 and "Paddle Inference switches" in proc.stderr
+
+
+def test_benchmark_deployment_table_and_goal():
+    """benchmark.py's README rows and goal line from measured rows (its plumbing, not its timings)."""
+    import benchmark
+
+    rows = [{"model": "Swin-T classifier", "input": "8x3x224x224", "path": path, "seconds": seconds,
+             "img_per_s": 8 / seconds, "ratio": 0.5 / seconds, "max_abs": diff, "mismatch": 0.0}
+            for path, seconds, diff in (("paddle fp32", 0.5, 0.0), ("openvino fp32 (pdmodel)", 0.4, 1e-6),
+                                        ("openvino bf16 (pdmodel)", 0.125, 8e-3))]
+    rows.append({"model": "UperNet Swin-T", "input": "1x3x512x512", "path": "openvino bf16 (onnx)", "seconds": None,
+                 "img_per_s": None, "ratio": None, "max_abs": 0.0, "mismatch": 0.0125})
+    table = benchmark.deployment_table(rows).splitlines()
+    assert table[0].startswith("| model, input | runtime, precision | seconds | img/s | vs Paddle Inference fp32")
+    assert table[2] == "| Swin-T classifier 8x3x224x224 | paddle fp32 | 0.500 | 16.00 | 1.00x | (reference) |"
+    assert table[4] == ("| Swin-T classifier 8x3x224x224 | openvino bf16 (pdmodel) | 0.125 | 64.00 | 4.00x "
+                        "| max abs diff 8.0e-03 |")
+    assert table[5] == "| UperNet Swin-T 1x3x512x512 | openvino bf16 (onnx) | crash | - | - | 1.250% of labels differ |"
+    assert benchmark.deployment_goal(rows) == ("Swin-T classifier 8x3x224x224: fastest openvino bf16 (pdmodel) 4.00x "
+                                               "Paddle Inference fp32; fastest fp32 openvino fp32 (pdmodel) 1.25x")
