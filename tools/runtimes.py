@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+from collections import OrderedDict
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -240,9 +241,17 @@ def read_openvino_model(core, path: str):
 
 
 class OpenVINO:
-    """OpenVINO's CPU plugin on model.pdmodel or model.onnx, at f32 or bf16 inference precision."""
+    """OpenVINO's CPU plugin on model.pdmodel or model.onnx, at f32 or bf16 inference precision.
+
+    It compiles the model once per input shape, on first use (the last MAX_SHAPES kept): measured here on the
+    Swin-T classifier at 8x224 in bf16, a model compiled at the input's shape ran 1.42x (.pdmodel) and 1.17x
+    (.onnx) faster than the same file compiled with dynamic shapes, whose shape arithmetic then runs on every
+    call. It also sidesteps OpenVINO 2026.4's failure to compile Paddle2ONNX 2.1's dynamic-shape graph of a
+    Paddle 3.x export ("Accessing out-of-range dimension"). A new shape costs one compilation (~1-3 s).
+    """
 
     runtime = "openvino"
+    MAX_SHAPES = 8
 
     def __init__(self, model_dir: str, precision: str = "fp32", threads: Optional[int] = None,
                  source: Optional[str] = None):
@@ -250,36 +259,33 @@ class OpenVINO:
 
         self.core = openvino.Core()
         self.path = openvino_source(model_dir, source)
-        model = read_openvino_model(self.core, self.path)
+        model = read_openvino_model(self.core, self.path)  # fails here, in one line, on an op it lacks
         self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                        "INFERENCE_NUM_THREADS": threads or available_cores(), "PERFORMANCE_HINT": "LATENCY"}
         # a tensor can carry several names (the ONNX reader adds its producer's): take the export's own
         self.input_names = [_export_name(port.get_names(), ("image", "im_shape", "scale_factor"))
                             for port in model.inputs]
         self.output_names = [port.get_any_name() for port in model.outputs]
-        self.per_shape: Optional[Dict[tuple, tuple]] = None
-        try:
-            self.compiled = self.core.compile_model(model, "CPU", self.config)
-            self.request = self.compiled.create_infer_request()
-        except RuntimeError:
-            # OpenVINO 2026.4 cannot compile Paddle2ONNX 2.1's dynamic-shape graph of a Paddle 3.x export
-            # ("Accessing out-of-range dimension"); at a fixed input shape it can: compile once per shape.
-            self.per_shape = {}
+        self.compiled: "OrderedDict[tuple, tuple]" = OrderedDict()
 
-    def _for_shape(self, values: List[np.ndarray]) -> tuple:
-        """(compiled model, request) at these input shapes (per_shape mode), compiled on first use."""
+    def _for_shapes(self, values: List[np.ndarray]) -> tuple:
+        """(compiled model, infer request) for inputs of these shapes, compiled on first use."""
         key = tuple(v.shape for v in values)
-        if key not in self.per_shape:
+        if key in self.compiled:
+            self.compiled.move_to_end(key)
+        else:
             model = self.core.read_model(self.path)
             model.reshape({i: list(shape) for i, shape in enumerate(key)})
             compiled = self.core.compile_model(model, "CPU", self.config)
-            self.per_shape[key] = (compiled, compiled.create_infer_request())
-        return self.per_shape[key]
+            self.compiled[key] = (compiled, compiled.create_infer_request())
+            if len(self.compiled) > self.MAX_SHAPES:
+                self.compiled.popitem(last=False)
+        return self.compiled[key]
 
     def __call__(self, images: np.ndarray) -> List[np.ndarray]:
         named = feeds(images, self.input_names)
         values = [named[name] for name in self.input_names]
-        compiled, request = self._for_shape(values) if self.per_shape is not None else (self.compiled, self.request)
+        compiled, request = self._for_shapes(values)
         results = request.infer(dict(enumerate(values)))
         return [np.array(results[output]) for output in compiled.outputs]
 
