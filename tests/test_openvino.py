@@ -131,6 +131,10 @@ def test_bf16_keeps_the_trained_classifiers_top1(trained_classifier, runtime):
         with pytest.raises(ValueError, match="^--precision bf16 needs a CPU with AMX or AVX512-BF16"):
             runtimes.create(runtime, folder, "bf16")
         return
+    if runtime == "paddle" and not PADDLE2:  # Paddle 3.3.1's oneDNN bf16 fails on our exports: refused
+        with pytest.raises(ValueError, match="oneDNN bf16 mode fails on Swin exports"):
+            runtimes.create(runtime, folder, "bf16")
+        return
     changed = (predictions(runtimes.create(runtime, folder, "bf16", threads=2), images) != reference).mean()
     print(f"{runtime} bf16 changes the top-1 of {100 * changed:.2f}% of {len(images)} images")
     assert changed <= 0.01

@@ -90,6 +90,9 @@ def test_infer_times_and_checks_paddle_bf16_or_refuses_it(classifier):
         assert proc.returncode == 1
         assert proc.stderr.strip().splitlines()[-1].startswith("error: --precision bf16 needs a CPU with AMX or AVX")
         return
+    if not paddle.__version__.startswith("2."):  # Paddle 3.3.1's oneDNN bf16 crashes on Swin exports: refused
+        assert proc.returncode == 1 and "oneDNN bf16 mode fails on Swin exports" in proc.stderr, proc.stderr[-2000:]
+        return
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "paddle bf16:" in proc.stdout and "ms per batch" in proc.stdout and "AVX512-BF16 yes" in proc.stdout
     diff = float(proc.stdout.split("max abs difference ")[1].split()[0].rstrip(","))
