@@ -20,6 +20,9 @@ extras = {
     # paddle2onnx 1.3.1 reads Paddle 2.6's .pdmodel; 2.1 reads Paddle 3.x's PIR model.json
     "onnx": ["paddle2onnx==1.3.1", "onnxruntime"],
     "onnx-paddle3": ["paddle2onnx==2.1.0", "onnxruntime"],
+    # OpenVINO runs the exports (.pdmodel, .onnx) on CPU, bf16 where the CPU has AMX or AVX512-BF16;
+    # optional: the package never imports it (tools/runtimes.py does, when asked for it).
+    "openvino": ["openvino==2026.4.1"],
     "test": ["pytest", "opencv-python", "Pillow"],
 }
 # Paddle 2.6.2's fleet (paddle.distributed.fleet, which PaddleSeg's training calls on several processes) reads

@@ -42,6 +42,19 @@ def _cpu_info(path: str = "/proc/cpuinfo") -> Tuple[str, set]:
     return vendor, flags
 
 
+def cpu_features(path: str = "/proc/cpuinfo") -> dict:
+    """This CPU's model name and the vector features deployment depends on: AVX-512, AVX512-BF16, AMX (bf16)."""
+    model = ""
+    try:
+        with open(path) as info:
+            model = next((line.partition(":")[2].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    vendor, flags = _cpu_info(path)
+    return {"model": model, "vendor": vendor, "avx512": _AVX512 <= flags, "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags}
+
+
 def mkl_cpu_type(vendor: str, flags: set) -> Optional[str]:
     """The MKL_DEBUG_CPU_TYPE that unlocks this CPU's vector units, or None to leave MKL's choice."""
     if not vendor or vendor == "GenuineIntel":

@@ -202,7 +202,10 @@ class WindowAttention(nn.Layer):
     def forward(self, x: paddle.Tensor, mask: Optional[paddle.Tensor] = None) -> paddle.Tensor:
         """[B * nW, N, C] -> [B * nW, N, C]; mask is [nW, N, N] or None."""
         n = x.shape[1]
-        q, k, v = paddle.unbind(self.split_heads(x))  # unbind: its gradient is one stack, not 3 padded copies
+        heads = self.split_heads(x)
+        # Eager: unbind, whose gradient is one stack, not 3 padded copies. Static graphs: three slices, the
+        # same values; OpenVINO's Paddle front end has no unbind and converts unstack only at static shapes.
+        q, k, v = paddle.unbind(heads) if rows.use_gathers() else (heads[0], heads[1], heads[2])
         attn = paddle.matmul(q * self.scale, k, transpose_y=True)
         # Biases are added with only leading dims to broadcast over (no size-1 axes): Paddle's CPU add then
         # takes its row-wise path, ~8x faster than its general broadcast.

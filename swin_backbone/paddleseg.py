@@ -1,7 +1,7 @@
 """PaddleSeg registration: `import swin_backbone.paddleseg` makes these usable in PaddleSeg configs:
 
 - backbone `SwinBackbone` (BACKBONES): our SwinTransformer with `feat_channels` and `pretrained`;
-- model `SwinUperNet` (MODELS): the authors' UperNet decode head and FCN auxiliary head;
+- model `SwinUperNet` (MODELS): the authors' UperNet decode head and FCN auxiliary head (`upernet.py`);
 - transforms `RescaleToFit` and `RandomRescaleToFit` (TRANSFORMS): the authors' keep-ratio resize into
   a (long, short) box, e.g. (2048, 512), with an optional random ratio.
 
@@ -17,16 +17,15 @@ import cv2
 import numpy as np
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 import paddleseg.core as paddleseg_core
 from paddleseg.cvlibs import manager
-from paddleseg.models import layers
 from paddleseg.utils import logger, metrics, utils
 
 from ._load_order import require_working_zlib
 from .convert import check_fill, load_pretrained
 from .errors import SwinInputError
 from .model import SwinTransformer
+from .upernet import FCNHead, UperHead, resize as _resize
 
 require_working_zlib()  # PaddleSeg reads ADE20K labels (PNG) with Pillow: see _load_order.py
 # paddleseg 2.8's training loop indexes loss.numpy()[0]: Paddle 2.6 makes that 0-D unless told otherwise.
@@ -55,62 +54,6 @@ class SwinBackbone(SwinTransformer):
         self.feat_channels = list(self.out_channels)
         if pretrained:
             load_pretrained(self, pretrained)
-
-
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Layer:
-    # No conv bias before BN, as in the authors' ConvModule.
-    return layers.ConvBNReLU(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias_attr=False)
-
-
-def _resize(x: paddle.Tensor, size) -> paddle.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-class UperHead(nn.Layer):
-    """UperNet decode head (Xiao et al., 2018) as the authors configure it for Swin.
-
-    Pyramid pooling (scales 1, 2, 3, 6) on the last level, 1x1 laterals and 3x3 FPN convs on the
-    others, top-down sum, all levels upsampled, concatenated and fused; dropout and a 1x1 classifier.
-    """
-
-    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 512,
-                 pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1):
-        super().__init__()
-        self.pool_scales = list(pool_scales)
-        self.ppm = nn.LayerList([_conv_bn_relu(in_channels[-1], channels, 1) for _ in pool_scales])
-        self.bottleneck = _conv_bn_relu(in_channels[-1] + len(pool_scales) * channels, channels, 3)
-        self.lateral_convs = nn.LayerList([_conv_bn_relu(c, channels, 1) for c in in_channels[:-1]])
-        self.fpn_convs = nn.LayerList([_conv_bn_relu(channels, channels, 3) for _ in in_channels[:-1]])
-        self.fpn_bottleneck = _conv_bn_relu(len(in_channels) * channels, channels, 3)
-        self.dropout = nn.Dropout2D(dropout)
-        self.conv_seg = nn.Conv2D(channels, num_classes, 1)
-
-    def pyramid_pooling(self, x: paddle.Tensor) -> paddle.Tensor:
-        size = x.shape[2:]
-        pooled = [_resize(conv(F.adaptive_avg_pool2d(x, scale)), size) for scale, conv in zip(self.pool_scales, self.ppm)]
-        return self.bottleneck(paddle.concat([x] + pooled, axis=1))
-
-    def forward(self, features: List[paddle.Tensor]) -> paddle.Tensor:
-        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
-        laterals.append(self.pyramid_pooling(features[-1]))
-        for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[2:])
-        outs = [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)] + [laterals[-1]]
-        outs = [outs[0]] + [_resize(o, outs[0].shape[2:]) for o in outs[1:]]
-        return self.conv_seg(self.dropout(self.fpn_bottleneck(paddle.concat(outs, axis=1))))
-
-
-class FCNHead(nn.Layer):
-    """Auxiliary head: one 3x3 conv-BN-ReLU, dropout, 1x1 classifier."""
-
-    def __init__(self, in_channels: int, num_classes: int, channels: int = 256, dropout: float = 0.1):
-        super().__init__()
-        self.conv = _conv_bn_relu(in_channels, channels, 3)
-        self.dropout = nn.Dropout2D(dropout)
-        self.conv_seg = nn.Conv2D(channels, num_classes, 1)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.conv_seg(self.dropout(self.conv(x)))
 
 
 class SwinUperNet(nn.Layer):

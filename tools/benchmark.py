@@ -1,7 +1,14 @@
 """Side-by-side speed and memory of our Swin-T backbone and the Swin backbones PaddleDetection and
 PaddleSeg ship, on the same weights, in one run.
 
-    python tools/benchmark.py [--threads N] [--repeats 5] [--json benchmark.json] [--quick]
+    python tools/benchmark.py [--threads N] [--repeats 5] [--json benchmark.json] [--quick] [--deploy-only]
+
+Deployment rows (also alone with --deploy-only): Swin-T exported (tools/export.py --onnx) as a classifier at
+8x3x224x224 and 1x3x512x512, the UperNet Swin-T at 1x3x512x512 and the backbone at 1x3x800x1216, each run by
+every runtime x precision of tools/runtimes.py (Paddle Inference fp32 / oneDNN bf16, onnxruntime, OpenVINO
+on model.pdmodel and on model.onnx at f32 / bf16) on the same input, timed interleaved: img/s, the ratio to
+Paddle Inference fp32 and the difference from its outputs, then the README's table and the goal's ratios.
+bf16 runs only on a CPU with AMX or AVX512-BF16 (the CPU's features are printed).
 
 Rows: eager inference at 8x3x224x224, 1x3x512x512, 1x3x800x1216 and one training step (forward +
 backward) at 2x3x224x224, timed interleaved (each repeat runs every contender once) after a warm-up;
@@ -17,7 +24,6 @@ without them, on Paddle's default threads, as their users run them.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -34,7 +40,11 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from swin_backbone import create_backbone, create_classifier  # noqa: E402
+from swin_backbone._cpu_tuning import cpu_features  # noqa: E402
 from swin_backbone.runtime import cpu_tuning, non_negative_int, positive_int, run_tool, set_num_threads  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import runtimes  # noqa: E402  (tools/runtimes.py: the runtimes infer.py offers)
 
 INFER_ROWS = [(8, 224, 224), (1, 512, 512), (1, 800, 1216)]
 TRAIN_ROW = (2, 224, 224)
@@ -254,9 +264,8 @@ def exported_inference(model: paddle.nn.Layer, shape, repeats: int, threads: int
     """Median seconds of Paddle Inference (CPU, oneDNN for the heavy ops) on `model` exported to a temp dir."""
     import tempfile
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from export import export_static
-    from infer import Predictor
+    from runtimes import Predictor
 
     twin = create_backbone("swin_tiny_patch4_window7_224", drop_path_rate=0.0)
     twin.set_state_dict(model.state_dict())  # to_static converts in place: keep the eager model eager
@@ -274,8 +283,155 @@ def exported_inference(model: paddle.nn.Layer, shape, repeats: int, threads: int
     return float(np.median(times))
 
 
+# Deployment rows: (label, export task, [N, H, W]); the exports hold random Swin-T weights (speed does not
+# depend on them; the accuracy of each precision is measured on trained models in tests/test_openvino.py).
+DEPLOY_ROWS = [("Swin-T classifier", "cls", (8, 224, 224)), ("Swin-T classifier", "cls", (1, 512, 512)),
+               ("UperNet Swin-T", "seg", (1, 512, 512)), ("Swin-T backbone", "backbone", (1, 800, 1216))]
+# (runtime, precision, file OpenVINO reads); the first is the reference of every ratio and difference
+DEPLOY_PATHS = [("paddle", "fp32", None), ("paddle", "bf16", None), ("onnxruntime", "fp32", None),
+                ("openvino", "fp32", "pdmodel"), ("openvino", "bf16", "pdmodel"),
+                ("openvino", "fp32", "onnx"), ("openvino", "bf16", "onnx")]
+UPERNET_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "seg_configs",
+                              "upernet_swin_tiny_ade20k_512x512_160k.yml")
+
+
+def export_for_deployment(task: str, folder: str) -> Optional[str]:
+    """Export a Swin-T `task` (cls, backbone, seg) with model.onnx into folder; the reason where it cannot."""
+    import contextlib
+    import io
+
+    from export import main as export_main
+
+    args = ["--task", task, "--output", folder, "--onnx"]
+    if task == "seg":
+        args += ["--config", UPERNET_CONFIG]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            export_main(args)
+    except (Exception, SystemExit) as error:  # e.g. PaddleSeg missing (Paddle 3.x): the row is reported, not fatal
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}"
+    return None
+
+
+def deployment_paths(folder: str, threads: int) -> Dict[str, Callable]:
+    """{"runtime precision [file]": runner} for every deployment path that runs here; the others are printed."""
+    paths = {}
+    for runtime, precision, source in DEPLOY_PATHS:
+        name = f"{runtime} {precision}" + (f" ({source})" if source else "")
+        if source == "pdmodel" and not os.path.isfile(os.path.join(folder, "model.pdmodel")):
+            continue  # Paddle 3.x writes model.json, which OpenVINO cannot read: the onnx rows stand for it
+        try:
+            paths[name] = runtimes.create(runtime, folder, precision, threads, openvino_from=source)
+        except Exception as error:
+            print(f"  {name}: not run: {str(error).splitlines()[0][:160]}")
+    return paths
+
+
+def deployment_rows(threads: int, repeats: int, warmup: int, quick: bool) -> List[dict]:
+    """Every deployment path on each DEPLOY_ROWS input, timed interleaved; img/s, ratio, max difference."""
+    import tempfile
+
+    results = []
+    with tempfile.TemporaryDirectory() as root:
+        folders = {}
+        rows = DEPLOY_ROWS[:2] if quick else DEPLOY_ROWS
+        for task in dict.fromkeys(task for _, task, _ in rows):
+            folders[task] = os.path.join(root, task)
+            failure = export_for_deployment(task, folders[task])
+            if failure:
+                print(f"  {task}: not exported ({failure})")
+                folders[task] = None
+        for label, task, (batch, height, width) in rows:
+            if not folders[task]:
+                continue
+            paths = deployment_paths(folders[task], threads)
+            images = np.random.default_rng(0).random((batch, 3, height, width), dtype=np.float32)
+            reference = paths["paddle fp32"](images)
+            diffs = {name: runtimes.max_difference(run(images), reference) for name, run in paths.items()}
+            times = time_interleaved({n: (lambda run=run: run(images)) for n, run in paths.items()},
+                                     lambda step: step, repeats, warmup, {n: None for n in paths})
+            base = times["paddle fp32"]
+            for name, seconds in times.items():
+                row = {"model": label, "input": f"{batch}x3x{height}x{width}", "path": name, "seconds": seconds,
+                       "img_per_s": batch / seconds if seconds else None,
+                       "ratio": base / seconds if seconds and base else None, **diffs[name]}
+                results.append(row)
+                print(f"  {label} {row['input']}: {name:<24} {fmt(seconds):>7} s {row['img_per_s'] or 0:8.2f} img/s "
+                      f"x{row['ratio'] or 0:.2f}  {difference_text(task, row)}", flush=True)
+            del paths
+    return results
+
+
+def difference_text(task: str, row: dict) -> str:
+    if row["path"] == "paddle fp32":
+        return "(reference)"
+    if task == "seg":
+        return f"{100 * row['mismatch']:.3f}% of labels differ"
+    return f"max abs diff {row['max_abs']:.1e}"
+
+
+def deployment_table(rows: List[dict]) -> str:
+    """The README's deployment table (markdown) from deployment_rows()."""
+    lines = ["| model, input | runtime, precision | seconds | img/s | vs Paddle Inference fp32 | difference from it |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        task = "seg" if row["model"].startswith("UperNet") else "cls"
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
+        rate = f"{row['img_per_s']:.2f}" if row["img_per_s"] else "-"
+        lines.append(f"| {row['model']} {row['input']} | {row['path']} | {fmt(row['seconds'])} | {rate} | {ratio} "
+                     f"| {difference_text(task, row)} |")
+    return "\n".join(lines)
+
+
+def deployment_goal(rows: List[dict]) -> str:
+    """The issue's goal, per row: the fastest path's ratio to Paddle Inference fp32 (8x224 and 800x1216)."""
+    lines = []
+    for model, shape in (("Swin-T classifier", "8x3x224x224"), ("Swin-T backbone", "1x3x800x1216")):
+        timed = [r for r in rows if r["model"] == model and r["input"] == shape and r["ratio"]]
+        if timed:
+            best = max(timed, key=lambda r: r["ratio"])
+            fp32 = max((r for r in timed if "fp32" in r["path"] and r["path"] != "paddle fp32"),
+                       key=lambda r: r["ratio"], default=None)
+            lines.append(f"{model} {shape}: fastest {best['path']} {best['ratio']:.2f}x Paddle Inference fp32"
+                         + (f"; fastest fp32 {fp32['path']} {fp32['ratio']:.2f}x" if fp32 else ""))
+    return "\n".join(lines)
+
+
+def versions() -> str:
+    found = [f"paddle {paddle.__version__}"]
+    for module in ("openvino", "onnxruntime"):
+        try:
+            found.append(f"{module} {__import__(module).__version__.split('-')[0]}")
+        except ImportError:
+            found.append(f"{module} not installed")
+    return ", ".join(found)
+
+
 def fmt(seconds: Optional[float]) -> str:
     return "crash" if seconds is None else f"{seconds:.3f}"
+
+
+def load_average() -> str:
+    """The 1-minute load average and the core count: timings taken under others' load say so."""
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else "unknown"
+
+
+def deploy_section(results: dict, threads: int, repeats: int, args: argparse.Namespace, write: bool = True) -> dict:
+    """Run the deployment rows, print them as the README's table and the goal's ratios; add them to results."""
+    print(f"deployment: every runtime x precision on the same exported models and inputs, interleaved, {threads} "
+          f"threads; CPU: {runtimes.describe_cpu()}")
+    rows = deployment_rows(threads, repeats, args.warmup, args.quick)
+    results["deployment"] = rows
+    results["deployment_load_average"] = load_average()
+    print(f"load average after the deployment rows: {load_average()}")
+    print("README table (deployment):")
+    print(deployment_table(rows))
+    print(deployment_goal(rows))
+    if write and args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+        print(f"results written to {args.json}")
+    return results
 
 
 def main(argv=None) -> dict:
@@ -284,7 +440,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--warmup", type=non_negative_int, default=1)
     parser.add_argument("--json", default="benchmark.json", help="where to write the results")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the 800x1216 row")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats, skip the 800x1216 row (deployment: the classifier rows only)")
+    parser.add_argument("--deploy-only", action="store_true",
+                        help="only the deployment rows (every runtime x precision on exported models)")
     parser.add_argument("--memory-size", type=positive_int, default=512)
     parser.add_argument("--memory-worker", type=int, choices=[0, 1], help=argparse.SUPPRESS)
     parser.add_argument("--peers-default-worker", action="store_true", help=argparse.SUPPRESS)
@@ -298,9 +457,12 @@ def main(argv=None) -> dict:
         return {}
     repeats = 2 if args.quick else args.repeats
     device = paddle.get_device()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}"
-    print(f"Swin-T backbone benchmark: paddle {paddle.__version__}, {machine}, {threads} threads, "
-          f"{repeats} repeats (median)")
+    machine = f"{runtimes.describe_cpu()}, {os.cpu_count()} cores, {device}"
+    print(f"Swin-T backbone benchmark: {versions()}, {machine}, {threads} threads, {repeats} repeats (median); "
+          f"load average {load_average()}")
+    if args.deploy_only:
+        return deploy_section({"machine": machine, "threads": threads, "cpu": cpu_features()}, threads, repeats,
+                              args)
     tuning = cpu_tuning()
     print(f"process-wide CPU settings (swin_backbone/_cpu_tuning.py; apply to every contender in this process): "
           f"MKL_DEBUG_CPU_TYPE={tuning['mkl_cpu_type']}, malloc keeps large blocks: {tuning['malloc']}")
@@ -346,6 +508,8 @@ def main(argv=None) -> dict:
         print(f"ours exported, Paddle Inference with oneDNN, infer 8x3x224x224: {seconds:.3f} s; vs the peers' eager "
               + ", ".join(f"{p} {r:.2f}x" for p, r in peer_ratios.items()))
         results["exported_inference"] = {"seconds": seconds, "ratio_peer_eager_over_ours": peer_ratios}
+    if not paddle.is_compiled_with_cuda():
+        deploy_section(results, threads, repeats, args, write=False)
     memory = measure_memory(threads, args.memory_size)
     ratio = memory["with"]["step_mb"] / memory["without"]["step_mb"]
     slow = memory["with"]["seconds"] / memory["without"]["seconds"]

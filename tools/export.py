@@ -6,7 +6,7 @@
         --weights output/best_model/model.pdparams --output out/seg
     python tools/export.py --task det --config det_configs/mask_rcnn_swin_tiny_fpn_1x_coco.yml \
         --weights output/mask_rcnn_swin_tiny_fpn_1x_coco/model_final.pdparams --output out/det
-    add --onnx (cls, backbone) to convert with paddle2onnx and check with onnxruntime (pip install .[onnx]).
+    add --onnx (cls, backbone, seg) to convert with paddle2onnx and check with onnxruntime (pip install .[onnx]).
 
 cls / backbone / seg write the installed Paddle's own inference format -- OUTPUT/model.pdmodel (Paddle 2.x)
 or OUTPUT/model.json (Paddle 3.x, PIR) -- + model.pdiparams, with one input `image` of shape [N, 3, H, W]
@@ -222,13 +222,13 @@ def main(argv=None) -> Dict:
     parser.add_argument("--window-size", type=positive_int)
     parser.add_argument("--output", required=True)
     parser.add_argument("--onnx", action="store_true",
-                        help="cls / backbone: also write model.onnx and check it with onnxruntime")
+                        help="cls / backbone / seg: also write model.onnx and check it with onnxruntime")
     args = parser.parse_args(argv)
     if args.task in ("seg", "det") and not args.config:
         parser.error(f"--task {args.task} needs --config")
-    if args.onnx and args.task not in ("cls", "backbone"):
-        parser.error("--onnx converts the classifier and the backbone (Paddle2ONNX 1.3.1 mis-converts the UperNet "
-                     "head's adaptive pooling at runtime sizes, and the R-CNN heads); use Paddle Inference for seg/det")
+    if args.onnx and args.task == "det":
+        parser.error("--onnx converts the classifier, the backbone and the segmenter; Paddle2ONNX does not convert "
+                     "PaddleDetection's R-CNN post-processing: run det exports with Paddle Inference")
     if args.weights and not (os.path.exists(args.weights) or os.path.isfile(args.weights + ".pdparams")):
         raise FileNotFoundError(f"--weights: no file at {args.weights}")
     if not args.weights:

@@ -1,21 +1,25 @@
-"""Run an exported model (tools/export.py) with Paddle Inference and print timings.
+"""Run an exported model (tools/export.py) and print the time per batch.
 
     python tools/infer.py --model-dir out/cls --image cat.jpg            # cls: top-5; seg: writes a class map
     python tools/infer.py --model-dir out/backbone --size 800x1216 --batch 2 --repeats 10
+    python tools/infer.py --model-dir out/cls --runtime openvino --precision bf16 --batch 8 --check
     python tools/infer.py --model-dir out/det --size 250x333       # prints the output shapes (bbox, bbox_num, mask)
     python tools/infer.py --model-dir out/backbone --gpu [--gpu-id 1] [--trt fp16 --trt-sizes 224x224:800x1216:1333x1333]
 
-On CPU it runs Paddle Inference's default configuration (oneDNN for every op, all fuse passes), as
-PaddleDetection's and PaddleSeg's deploy clients do; --no-onednn keeps the plain CPU kernels. --gpu runs on a GPU
-(paddlepaddle-gpu), --trt adds TensorRT subgraphs (a Paddle built with TensorRT) for input sizes between the
-smallest and largest of --trt-sizes MIN:OPT:MAX and batches up to --batch.
+--runtime paddle (default) runs Paddle Inference's default CPU configuration (oneDNN for every op, all fuse
+passes), as PaddleDetection's and PaddleSeg's deploy clients do; --no-onednn keeps the plain CPU kernels.
+--runtime onnxruntime runs model.onnx; --runtime openvino runs model.pdmodel (or model.onnx: --openvino-from).
+--precision bf16 needs a CPU with AMX or AVX512-BF16 (refused in one line elsewhere, and by onnxruntime).
+--check also runs Paddle Inference fp32 on the same input and prints the largest difference from it.
+--gpu runs on a GPU (paddlepaddle-gpu), --trt adds TensorRT subgraphs (a Paddle built with TensorRT) for input
+sizes between the smallest and largest of --trt-sizes MIN:OPT:MAX and batches up to --batch.
+The runtimes themselves live in tools/runtimes.py, which benchmark.py shares.
 """
 import argparse
-import json
 import os
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -23,9 +27,12 @@ import swin_backbone  # noqa: E402,F401  (before paddle: see swin_backbone/_load
 
 import numpy as np  # noqa: E402
 
-from swin_backbone.errors import MalformedFileError, SwinInputError  # noqa: E402
-from swin_backbone.runtime import (available_cores, image_size, non_negative_int, positive_int,  # noqa: E402
-                                   run_tool)
+from swin_backbone.runtime import image_size, non_negative_int, positive_int, run_tool  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import runtimes  # noqa: E402
+from runtimes import (Predictor, describe_cpu, export_info, max_difference, model_files,  # noqa: E402,F401
+                      trt_shape_ranges)
 
 MEAN = np.array([0.485, 0.456, 0.406], "float32")
 STD = np.array([0.229, 0.224, 0.225], "float32")
@@ -45,95 +52,6 @@ def size_range(text: str) -> Tuple[Tuple[int, int], ...]:
     return sizes
 
 
-def trt_shape_ranges(input_names: List[str], sizes: Tuple[Tuple[int, int], ...], max_batch: int) -> Tuple[dict, ...]:
-    """(min, max, opt) input shapes for TensorRT's dynamic-shape engine, from (min, opt, max) HxW sizes."""
-    (min_h, min_w), (opt_h, opt_w), (max_h, max_w) = sizes
-    per_input = {"image": ([1, 3, min_h, min_w], [max_batch, 3, max_h, max_w], [1, 3, opt_h, opt_w]),
-                 "im_shape": ([1, 2], [max_batch, 2], [1, 2]), "scale_factor": ([1, 2], [max_batch, 2], [1, 2])}
-    return tuple({name: per_input[name][i] for name in input_names if name in per_input} for i in range(3))
-
-
-class Predictor:
-    """A Paddle Inference predictor for one exported model directory."""
-
-    def __init__(self, model_dir: str, gpu: bool = False, threads: Optional[int] = None, onednn: bool = True,
-                 gpu_id: int = 0, trt: Optional[str] = None,
-                 trt_sizes: Tuple[Tuple[int, int], ...] = ((32, 32), (224, 224), (1333, 1333)), max_batch: int = 1):
-        import paddle
-        import paddle.inference as inference
-
-        if gpu and not paddle.is_compiled_with_cuda():
-            raise SwinInputError("--gpu: this Paddle has no CUDA (install paddlepaddle-gpu)")
-        # PaddleDetection 2.6's exported post-processing indexes 0-D tensors: Paddle 2.6 needs this flag.
-        paddle.set_flags({"FLAGS_set_to_1d": True})
-        config = inference.Config(*model_files(model_dir))
-        config.disable_glog_info()
-        if gpu:
-            config.enable_use_gpu(256, gpu_id)
-            if trt:
-                if tuple(inference.get_trt_compile_version()) == (0, 0, 0):
-                    raise SwinInputError("--trt: this Paddle was built without TensorRT")
-                precision = inference.PrecisionType.Half if trt == "fp16" else inference.PrecisionType.Float32
-                config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=max_batch, min_subgraph_size=3,
-                                              precision_mode=precision, use_static=False, use_calib_mode=False)
-                inputs = export_info(model_dir).get("inputs", ["image"])
-                config.set_trt_dynamic_shape_info(*trt_shape_ranges(inputs, trt_sizes, max_batch))
-        else:
-            config.disable_gpu()
-            config.set_cpu_math_library_num_threads(threads or available_cores())
-            # oneDNN as Paddle Inference sets it up by default (every op it has a kernel for, all its fuse passes),
-            # which is also how PaddleDetection's and PaddleSeg's deploy clients run our exports.
-            if onednn:
-                config.enable_mkldnn()
-            else:
-                config.disable_mkldnn()
-        self.predictor = inference.create_predictor(config)
-
-    def __call__(self, images: np.ndarray) -> List[np.ndarray]:
-        """float32 [N, 3, H, W] -> the model's outputs (detectors also get im_shape and scale_factor 1)."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise SwinInputError(f"expected an input of shape [N, 3, H, W], got {list(images.shape)}")
-        batch, _, height, width = images.shape
-        feeds = {"image": np.ascontiguousarray(images, dtype=np.float32),
-                 "im_shape": np.tile(np.array([[height, width]], "float32"), (batch, 1)),
-                 "scale_factor": np.ones((batch, 2), "float32")}
-        for name in self.predictor.get_input_names():
-            handle = self.predictor.get_input_handle(name)
-            handle.reshape(list(feeds[name].shape))
-            handle.copy_from_cpu(feeds[name])
-        self.predictor.run()
-        return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.predictor.get_output_names()]
-
-
-def export_info(model_dir: str) -> dict:
-    """The export.json tools/export.py writes beside a model ({"task": "unknown"} where there is none)."""
-    path = os.path.join(model_dir, "export.json")
-    if not os.path.isfile(path):
-        return {"task": "unknown"}
-    try:
-        with open(path) as handle:
-            return dict(json.load(handle))
-    except (ValueError, TypeError) as error:
-        raise MalformedFileError(f"{path}: not a readable export description ({error})") from None
-
-
-def model_files(model_dir: str) -> Tuple[str, str]:
-    """(program, parameters) of an exported model: model.pdmodel as Paddle 2.x writes it, or model.json (PIR)
-    as Paddle 3.x does. Paddle 3.x reads both; Paddle 2.x only the first."""
-    import paddle
-
-    paddle3 = paddle.__version__.split(".")[0] != "2"
-    params = os.path.join(model_dir, "model.pdiparams")
-    for name in ("model.json", "model.pdmodel") if paddle3 else ("model.pdmodel",):
-        if os.path.isfile(os.path.join(model_dir, name)) and os.path.isfile(params):
-            return os.path.join(model_dir, name), params
-    if os.path.isfile(os.path.join(model_dir, "model.json")) and not paddle3:
-        raise FileNotFoundError(f"{model_dir} holds a model exported by Paddle 3.x (model.json, PIR), which Paddle "
-                                f"{paddle.__version__} cannot read: re-export it with tools/export.py under this Paddle")
-    raise FileNotFoundError(f"no exported model in {model_dir}: expected model.pdmodel (Paddle 2.x) or model.json "
-                            "(Paddle 3.x) with model.pdiparams (write them with tools/export.py)")
-
-
 def load_image(path: str, size: Optional[int]) -> np.ndarray:
     """An image file -> normalised float32 [1, 3, H, W] (resized to size x size when given)."""
     import cv2
@@ -147,6 +65,17 @@ def load_image(path: str, size: Optional[int]) -> np.ndarray:
     return ((image.astype("float32") / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None].copy()
 
 
+def time_runs(runner, images: np.ndarray, repeats: int) -> Tuple[list, list]:
+    """(outputs, seconds of each of `repeats` timed runs after one warm-up)."""
+    outputs = runner(images)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        outputs = runner(images)
+        times.append(time.perf_counter() - start)
+    return outputs, times
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True)
@@ -154,6 +83,13 @@ def main(argv=None):
     parser.add_argument("--size", type=image_size, default=(224, 224), help="HxW of random input")
     parser.add_argument("--batch", type=positive_int, default=1)
     parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--runtime", choices=runtimes.RUNTIMES, default="paddle")
+    parser.add_argument("--precision", choices=runtimes.PRECISIONS, default="fp32",
+                        help="bf16: on a CPU with AMX or AVX512-BF16 (paddle: oneDNN's bf16 mode; openvino)")
+    parser.add_argument("--openvino-from", choices=runtimes.OPENVINO_SOURCES,
+                        help="the file OpenVINO reads (default: model.pdmodel where there is one, else model.onnx)")
+    parser.add_argument("--check", action="store_true",
+                        help="also run Paddle Inference fp32 on the same input and print the largest difference")
     parser.add_argument("--gpu", action="store_true", help="run on a GPU (paddlepaddle-gpu)")
     parser.add_argument("--gpu-id", type=non_negative_int, default=0)
     parser.add_argument("--trt", choices=TRT_PRECISIONS, help="with --gpu: TensorRT subgraphs at this precision")
@@ -165,22 +101,32 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.trt and not args.gpu:
         parser.error("--trt needs --gpu")
+    if args.runtime != "paddle" and (args.gpu or args.no_onednn):
+        parser.error(f"--gpu and --no-onednn are Paddle Inference switches, not --runtime {args.runtime}'s")
+    if args.openvino_from and args.runtime != "openvino":
+        parser.error("--openvino-from needs --runtime openvino")
     info = export_info(args.model_dir)
-    predictor = Predictor(args.model_dir, args.gpu, args.threads, not args.no_onednn, args.gpu_id, args.trt,
-                          args.trt_sizes, args.batch)  # exactly the folder given
+    paddle_options = {"gpu": args.gpu, "onednn": not args.no_onednn, "gpu_id": args.gpu_id, "trt": args.trt,
+                      "trt_sizes": args.trt_sizes, "max_batch": args.batch} if args.runtime == "paddle" else {}
+    runner = runtimes.create(args.runtime, args.model_dir, args.precision, args.threads, args.openvino_from,
+                             **paddle_options)  # exactly the folder given
     if args.image:
         images = load_image(args.image, None)
     else:
         height, width = args.size
         images = np.random.rand(args.batch, 3, height, width).astype("float32")
-    outputs = predictor(images)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        outputs = predictor(images)
-        times.append(time.perf_counter() - start)
-    print(f"{info['task']} {list(images.shape)}: median {1000 * np.median(times):.1f} ms over {args.repeats} runs "
-          f"({'GPU' if args.gpu else 'CPU'}); outputs {[list(o.shape) for o in outputs]}")
+    outputs, times = time_runs(runner, images, args.repeats)
+    device = "GPU" if args.gpu else f"CPU: {describe_cpu()}"
+    source = f" on {os.path.basename(runner.path)}" if args.runtime == "openvino" else ""
+    print(f"{info['task']} {list(images.shape)}, {args.runtime}{source} {args.precision}: "
+          f"{1000 * np.median(times):.1f} ms per batch (median of {args.repeats} runs, {device}); "
+          f"outputs {[list(o.shape) for o in outputs]}")
+    if args.check:
+        reference = outputs if (args.runtime, args.precision) == ("paddle", "fp32") and not args.gpu else \
+            Predictor(args.model_dir, threads=args.threads)(images)
+        diff = max_difference(outputs, reference)
+        print(f"check against Paddle Inference fp32 on the same input: max abs difference {diff['max_abs']:.3g}"
+              + (f", {100 * diff['mismatch']:.3f}% of labels differ" if info["task"] == "seg" else ""))
     if info["task"] == "cls":
         logits = outputs[0][0]
         probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
