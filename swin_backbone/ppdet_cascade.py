@@ -199,7 +199,12 @@ def polygon_mask_targets(boxes: np.ndarray, gt_index: np.ndarray, polygons: Sequ
 
 def per_box_image_shape(im_shape: paddle.Tensor, rois_num: paddle.Tensor) -> paddle.Tensor:
     """[sum(rois_num), 2]: the (height, width) of each box's image."""
-    return paddle.repeat_interleave(im_shape, rois_num.astype("int64"), axis=0)
+    # box i belongs to the image whose running count of boxes first exceeds i; not repeat_interleave, which
+    # OpenVINO's Paddle front end cannot convert
+    ends = paddle.cumsum(rois_num.astype("int64"))
+    box = paddle.arange(paddle.sum(rois_num.astype("int64")), dtype="int64")
+    image = paddle.sum((box.unsqueeze(1) >= ends.unsqueeze(0)).astype("int64"), axis=1)
+    return paddle.gather(im_shape, image)
 
 
 # ---------------------------------------------------------------------------------------------- layers

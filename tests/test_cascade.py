@@ -365,3 +365,15 @@ def test_converter_refuses_a_config_of_the_other_detector():
     mask_rcnn = read_checkpoint(os.path.join(FIXTURES, "mm_reference", "det_weights.pth"))[1]
     with pytest.raises(CheckpointKeyError, match="is a Mask R-CNN, the config builds a Cascade Mask R-CNN"):
         convert_mmdet(mask_rcnn, {"bbox_head.stages.0.fc.weight": (784, 64)}, "mask_rcnn.pth")
+
+
+def test_each_box_gets_its_images_shape():
+    """per_box_image_shape, written without repeat_interleave (OpenVINO lacks it), repeats each image's shape once
+    per box of that image, images without boxes included."""
+    import paddle
+    from swin_backbone.ppdet_cascade import per_box_image_shape
+
+    im_shape = paddle.to_tensor([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0], [70.0, 80.0]])
+    rois_num = paddle.to_tensor([2, 0, 3, 1], "int32")
+    expected = np.repeat(im_shape.numpy(), [2, 0, 3, 1], axis=0)
+    np.testing.assert_array_equal(per_box_image_shape(im_shape, rois_num).numpy(), expected)
