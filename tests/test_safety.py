@@ -28,6 +28,10 @@ TINY_BACKBONE = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
 TINY_CLS = ["--embed-dim", "16", "--depths", "1,1,1,1", "--num-heads", "1,1,2,2"]
 
 
+# The rule that refuses Exploit: a global outside the allow-list, named in the message.
+REFUSED_GLOBAL = f"refusing to load {os.system.__module__}.system"  # posix.system on Linux
+
+
 class Exploit:
     """Unpickling this runs `touch marker`."""
 
@@ -65,9 +69,9 @@ def assert_one_line_error(proc, *fragments, code=1):
 # ------------------------------------------------------------------------------- malicious pickles
 def test_api_refuses_malicious_pdparams(tmp_path):
     path, marker = evil_pdparams(tmp_path)
-    with pytest.raises(UnsafeFileError, match=r"evil\.pdparams.*posix\.system|evil\.pdparams.*os\.system"):
+    with pytest.raises(UnsafeFileError, match=f"evil\\.pdparams: {REFUSED_GLOBAL}"):
         load_pretrained(SwinTransformer(**TINY_BACKBONE), path)
-    with pytest.raises(UnsafeFileError):
+    with pytest.raises(UnsafeFileError, match=f"evil\\.pdparams: {REFUSED_GLOBAL}"):
         load_pickle_file(path)
     assert not marker.exists()
 
@@ -75,17 +79,17 @@ def test_api_refuses_malicious_pdparams(tmp_path):
 def test_tools_refuse_malicious_pdparams(tmp_path):
     path, marker = evil_pdparams(tmp_path)
     proc = run("convert_weights.py", path, str(tmp_path / "out.pdparams"))
-    assert_one_line_error(proc, "error:", "evil.pdparams", "refusing to load")
+    assert_one_line_error(proc, "error:", "evil.pdparams", REFUSED_GLOBAL)
     assert not (tmp_path / "out.pdparams").exists()
     proc = run("export.py", "--task", "cls", "--model", "swin_tiny_patch2_window4_32", "--weights", path,
                "--output", str(tmp_path / "export"))
-    assert_one_line_error(proc, "error:", "refusing to load")
+    assert_one_line_error(proc, "error:", REFUSED_GLOBAL)
     picture = tmp_path / "p.png"
     import cv2
 
     cv2.imwrite(str(picture), np.full((32, 32, 3), 120, np.uint8))
     proc = run("cls_train.py", "--predict", str(picture), "--weights", path, *TINY_CLS)
-    assert_one_line_error(proc, "error:", "refusing to load")
+    assert_one_line_error(proc, "error:", REFUSED_GLOBAL)
     assert not marker.exists()
 
 
@@ -97,7 +101,7 @@ def test_resume_refuses_malicious_checkpoint(tmp_path):
     evil_pdparams(last, "optimizer.pdopt")
     (last / "state.json").write_text(json.dumps({"epoch": 0, "best_top1": 0, "model": "swin_tiny_patch2_window4_32"}))
     proc = run("cls_train.py", "--synthetic", "--resume", str(run_dir), "--epochs", "2", *TINY_CLS)
-    assert_one_line_error(proc, "error:", "refusing to load")
+    assert_one_line_error(proc, "error:", "model.pdparams", REFUSED_GLOBAL)
     assert not marker.exists() and not (last / "optimizer.pdopt.ran").exists()
 
 
@@ -125,45 +129,91 @@ def test_cifar_tarball_cannot_run_code(tmp_path):
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(blob)
             archive.addfile(info, io.BytesIO(blob))
-    with pytest.raises(UnsafeFileError, match="data_batch_1"):
+    with pytest.raises(UnsafeFileError, match=f"data_batch_1: {REFUSED_GLOBAL}"):
         cls_train.load_cifar10(str(path))
     proc = run("cls_train.py", "--data", str(path), "--epochs", "1", *TINY_CLS)
-    assert_one_line_error(proc, "error:", "refusing to load")
+    assert_one_line_error(proc, "error:", REFUSED_GLOBAL)
     assert not marker.exists()
 
 
 # ----------------------------------------------------------------------------- out-of-bounds .pth
-OUT_OF_BOUNDS = {
-    "huge stride": dict(storage=np.zeros(4, np.float32), offset=0, size=(4, 4), stride=(2 ** 28, 1)),
-    "offset past the end": dict(storage=np.zeros(96, np.float32), offset=10 ** 9, size=(96,), stride=(1,)),
-    "more elements than the storage": dict(storage=np.zeros(4, np.float32), offset=0, size=(100_000,), stride=(1,)),
-    "37 GiB from 16 bytes": dict(storage=np.zeros(4, np.float32), offset=0, size=(100_000, 100_000), stride=(0, 0)),
-    "storage shorter than declared": dict(storage=np.zeros(4, np.float32), offset=0, size=(4,), stride=(1,),
+SHARED = np.arange(16, dtype=np.float32)  # one 64-byte storage that several tensors view
+
+
+def one(**view) -> dict:
+    return {"layers.0.blocks.0.norm1.weight": CraftedTensor(**view)}
+
+
+def views_of_shared(count: int) -> dict:
+    return {f"layers.0.blocks.{i}.norm1.weight": CraftedTensor(SHARED, 0, (16,), (1,)) for i in range(count)}
+
+
+# case: (tensors, the rule that must refuse it: a fragment of its message)
+CRAFTED = {
+    "huge stride": (one(storage=np.zeros(4, np.float32), offset=0, size=(4, 4), stride=(2 ** 28, 1)),
+                    "reaches beyond its storage of 4 elements"),
+    "offset past the end": (one(storage=np.zeros(96, np.float32), offset=10 ** 9, size=(96,), stride=(1,)),
+                            "at offset 1000000000 reaches beyond its storage of 96 elements"),
+    "more elements than the storage": (one(storage=np.zeros(4, np.float32), offset=0, size=(100_000,), stride=(1,)),
+                                       "reaches beyond its storage of 4 elements"),
+    # stride 0 stays inside the storage; the element count is what is refused (else 37 GiB from 16 bytes)
+    "37 GiB from 16 bytes": (one(storage=np.zeros(4, np.float32), offset=0, size=(100_000, 100_000), stride=(0, 0)),
+                             "reaches beyond its storage of 4 elements"),
+    "a broadcast view larger than its storage": (one(storage=SHARED, offset=0, size=(20,), stride=(0,)),
+                                                 "reaches beyond its storage of 16 elements"),
+    "storage shorter than declared": (one(storage=np.zeros(4, np.float32), offset=0, size=(4,), stride=(1,),
                                           declared_numel=10 ** 6),
-    "negative stride": dict(storage=np.zeros(4, np.float32), offset=3, size=(4,), stride=(-1,)),
+                                      "declares 1000000 elements of 4 bytes but holds 16 bytes"),
+    "negative stride": (one(storage=np.zeros(4, np.float32), offset=3, size=(4,), stride=(-1,)),
+                        "invalid tensor layout offset=3 size=(4,) stride=(-1,)"),
+    # each view lies inside the storage; five of them declare 5x the file's 64 bytes of data
+    "five views of one storage": (views_of_shared(5), "its tensors declare more than 4x the data the file holds"),
 }
 
 READ = """
-import sys
+import json, sys
 sys.path.insert(0, {root!r})
 import swin_backbone
 from swin_backbone import MalformedFileError, read_torch_checkpoint
-try:
-    read_torch_checkpoint({path!r})
-except MalformedFileError as error:
-    print("REFUSED", error)
+results = {{}}
+for case, path in {paths!r}.items():
+    try:
+        state = read_torch_checkpoint(path)["model"]
+        results[case] = ["loaded", {{k: v.tolist() for k, v in state.items()}}]
+    except MalformedFileError as error:
+        results[case] = ["refused", str(error)]
+print(json.dumps(results))
 """
 
 
-@pytest.mark.parametrize("case", sorted(OUT_OF_BOUNDS))
-def test_pth_views_are_bounds_checked(tmp_path, case):
-    """In a subprocess: a segfault or a heap read would not be caught by pytest otherwise."""
-    path = str(tmp_path / "crafted.pth")
-    save_torch_zip({"model": {"layers.0.blocks.0.norm1.weight": CraftedTensor(**OUT_OF_BOUNDS[case])}}, path)
-    proc = subprocess.run([sys.executable, "-c", READ.format(root=ROOT, path=path)], capture_output=True, text=True,
-                          timeout=120)
+@pytest.fixture(scope="module")
+def crafted_results(tmp_path_factory):
+    """What the reader does with each crafted file, read in a subprocess: a segfault or a heap read would not
+    be caught by pytest otherwise."""
+    folder = tmp_path_factory.mktemp("crafted")
+    paths = {}
+    for case, tensors in [(case, tensors) for case, (tensors, _) in CRAFTED.items()] + [("four views", views_of_shared(4))]:
+        paths[case] = str(folder / f"crafted {case}.pth")
+        save_torch_zip({"model": tensors}, paths[case])
+    proc = subprocess.run([sys.executable, "-c", READ.format(root=ROOT, paths=paths)], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
-    assert proc.stdout.startswith("REFUSED") and "crafted.pth" in proc.stdout, proc.stdout
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_pth_views_are_bounds_checked(crafted_results, case):
+    """Each crafted file is refused by the rule aimed at it, in one sentence naming the file."""
+    outcome, message = crafted_results[case]
+    assert outcome == "refused", (case, message)
+    assert f"crafted {case}.pth" in message and CRAFTED[case][1] in message, (case, message)
+
+
+def test_views_may_share_storage_up_to_four_times_its_data(crafted_results):
+    """Tied weights are views of one storage: four full views of 64 bytes (exactly the 4x budget) load."""
+    outcome, state = crafted_results["four views"]
+    assert outcome == "loaded", state
+    assert len(state) == 4 and all(values == SHARED.tolist() for values in state.values())
 
 
 def test_convert_tool_writes_nothing_from_a_crafted_pth(tmp_path):
