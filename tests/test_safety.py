@@ -105,18 +105,127 @@ def test_resume_refuses_malicious_checkpoint(tmp_path):
     assert not marker.exists() and not (last / "optimizer.pdopt.ran").exists()
 
 
+# Each case calls a tool's main() as its command line does (run_tool: a user error ends as one line
+# `error: ...`), in one process per framework; prints {case: that line, or "ran"}.
+TOOL_CASES = r"""
+import json, sys
+sys.path.insert(0, {tools!r})
+from swin_backbone.runtime import run_tool
+results = {{}}
+for case, (tool, argv) in {cases!r}.items():
+    module = __import__(tool)
+    try:
+        run_tool(lambda: module.main(argv))
+        results[case] = "ran"
+    except SystemExit as stop:
+        results[case] = str(stop.code)
+    except Exception as error:  # a traceback for the user: reported as such
+        results[case] = f"uncaught {{type(error).__name__}}: {{error}}"
+print("RESULT", json.dumps(results))
+"""
+
+URL = "https://example.com/weights/model.pdparams"
+NOT_DOWNLOADED = "must be a local file (nothing is downloaded)"
+
+
+def run_tool_cases(cases: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", TOOL_CASES.format(tools=os.path.join(ROOT, "tools"), cases=cases)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][len("RESULT "):])
+
+
+def evil_files(folder) -> tuple:
+    """(a .pdparams/.pdopt pair sharing one prefix, an authors'-style .pth, the marker any of them would create)."""
+    prefix, marker = folder / "evil", folder / "ran"
+    for suffix in (".pdparams", ".pdopt"):
+        (folder / f"evil{suffix}").write_bytes(pickle.dumps({"w": Exploit(marker)}, protocol=4))
+    pth = folder / "evil.pth"
+    save_torch_zip(None, str(pth), extra_pickle=pickle.dumps({"model": Exploit(marker)}, protocol=2))
+    return str(prefix), str(pth), marker
+
+
+def assert_refused(results: dict, expected: dict) -> None:
+    assert set(results) == set(expected)
+    for case, fragments in expected.items():
+        line = results[case]
+        assert line.startswith("error: ") and "\n" not in line, (case, line)
+        for fragment in fragments:
+            assert fragment in line, (case, fragment, line)
+
+
 @pytest.mark.plugins
-def test_framework_loaders_get_only_checked_files(tmp_path):
-    """PaddleSeg's and PaddleDetection's own loaders (plain pickle) never see a file our reader refuses."""
-    path, marker = evil_pdparams(tmp_path)
-    ade = os.path.join(write_ade20k(str(tmp_path / "ade"), splits=(("validation", 1),)), "ADEChallengeData2016")
-    proc = run("seg_eval.py", "--config", os.path.join(ROOT, "seg_configs", "upernet_swin_smoke.yml"),
-               "--model_path", path, "--opts", f"val_dataset.dataset_root={ade}")
-    assert_one_line_error(proc, "error:", "refusing to load")
+def test_paddledetection_loaders_get_only_checked_files(tmp_path):
+    """Detector weights (det_eval, det_infer, export), --resume, pretrain_weights (.pdparams or .pth) and the
+    backbone's `pretrained` are read by our reader before PaddleDetection's loader (plain pickle) sees them;
+    URLs are refused, nothing is downloaded."""
+    evil, evil_pth, marker = evil_files(tmp_path)
     coco = write_coco(str(tmp_path / "coco"), splits=(("train", 2), ("val", 1)))
-    proc = run("det_train.py", "-c", os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml"), "-o",
-               f"TrainDataset.dataset_dir={coco}", f"pretrain_weights={path}", f"save_dir={tmp_path / 'o'}")
-    assert_one_line_error(proc, "error:", "refusing to load")
+    config = os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml")
+    data = [f"TrainDataset.dataset_dir={coco}", f"EvalDataset.dataset_dir={coco}", f"TestDataset.dataset_dir={coco}",
+            f"save_dir={tmp_path / 'out'}"]
+    picture = os.path.join(coco, "val", "val_000.jpg")
+    cases = {  # in this order: PaddleDetection keeps -o settings in one global config
+        "det_eval weights": ("det_eval", ["-c", config, "-o", *data, f"weights={evil}.pdparams"]),
+        "det_infer weights": ("det_infer", ["-c", config, "--image", picture, "-o", *data, f"weights={evil}"]),
+        "export weights": ("export", ["--task", "det", "--config", config, "--weights", f"{evil}.pdparams",
+                                      "--output", str(tmp_path / "export")]),
+        "det_train --resume": ("det_train", ["-c", config, "--resume", evil, "-o", *data]),
+        "pretrain_weights .pdparams": ("det_train", ["-c", config, "-o", *data, f"pretrain_weights={evil}.pdparams"]),
+        "pretrain_weights .pth": ("det_train", ["-c", config, "-o", *data, f"pretrain_weights={evil_pth}"]),
+        "det_eval weights URL": ("det_eval", ["-c", config, "-o", *data, f"weights={URL}"]),
+        "det_train --resume URL": ("det_train", ["-c", config, "--resume", URL[:-len(".pdparams")], "-o", *data]),
+        "pretrain_weights URL": ("det_train", ["-c", config, "-o", *data, f"pretrain_weights={URL}"]),
+        "backbone pretrained URL": ("det_train", ["-c", config, "-o", *data, "pretrain_weights=",
+                                                  f"SwinBackbone.pretrained={URL[:-len('.pdparams')]}.pth"]),
+    }
+    expected = {case: ["evil", REFUSED_GLOBAL] for case in cases if "URL" not in case}
+    expected.update({case: ["https://example.com/weights/model.p", NOT_DOWNLOADED] for case in cases if "URL" in case})
+    assert_refused(run_tool_cases(cases), expected)
+    assert not marker.exists()
+
+
+@pytest.mark.plugins
+def test_paddleseg_loaders_get_only_checked_files(tmp_path):
+    """--model_path (seg_eval, seg_predict), --resume_model, export's --weights, the model's and the backbone's
+    `pretrained` are read by our reader before PaddleSeg's loader (plain pickle) sees them; URLs are refused."""
+    evil, evil_pth, marker = evil_files(tmp_path)
+    resume = tmp_path / "iter_4"
+    resume.mkdir()
+    for name in ("model.pdparams", "model.pdopt"):
+        shutil.copy(f"{evil}.pdparams", resume / name)
+    ade = os.path.join(write_ade20k(str(tmp_path / "ade"), splits=(("training", 2), ("validation", 1))),
+                       "ADEChallengeData2016")
+    config = ["--config", os.path.join(ROOT, "seg_configs", "upernet_swin_smoke.yml")]
+    data = [f"train_dataset.dataset_root={ade}", f"val_dataset.dataset_root={ade}"]
+    pictures = os.path.join(ade, "images", "validation")
+    train = ["--iters", "1", "--save_dir", str(tmp_path / "out")]
+    cases = {
+        "seg_eval --model_path": ("seg_eval", [*config, "--model_path", f"{evil}.pdparams", "--opts", *data]),
+        "seg_predict --model_path": ("seg_predict", [*config, "--model_path", f"{evil}.pdparams", "--image_path",
+                                                     pictures, "--save_dir", str(tmp_path / "p"), "--opts", *data]),
+        "seg_train --resume_model": ("seg_train", [*config, *train, "--resume_model", str(resume), "--opts", *data]),
+        "export --weights": ("export", ["--task", "seg", *config, "--weights", f"{evil}.pdparams", "--output",
+                                        str(tmp_path / "export")]),
+        "model pretrained": ("seg_train", [*config, *train, "--opts", *data, f"model.pretrained={evil}.pdparams"]),
+        "backbone pretrained .pdparams": ("seg_train", [*config, *train, "--opts", *data,
+                                                        f"model.backbone.pretrained={evil}.pdparams"]),
+        "backbone pretrained .pth": ("seg_train", [*config, *train, "--opts", *data,
+                                                   f"model.backbone.pretrained={evil_pth}"]),
+        "seg_eval --model_path URL": ("seg_eval", [*config, "--model_path", URL, "--opts", *data]),
+        "seg_predict --model_path URL": ("seg_predict", [*config, "--model_path", URL, "--image_path", pictures,
+                                                         "--opts", *data]),
+        "model pretrained URL": ("seg_train", [*config, *train, "--opts", *data, f"model.pretrained={URL}"]),
+        "backbone pretrained URL": ("seg_train", [*config, *train, "--opts", *data,
+                                                  f"model.backbone.pretrained={URL}"]),
+        "seg_train --resume_model URL": ("seg_train", [*config, *train, "--resume_model", URL[:-len(".pdparams")],
+                                                       "--opts", *data]),
+    }
+    expected = {case: ["evil", REFUSED_GLOBAL] for case in cases if "URL" not in case}
+    expected["seg_train --resume_model"] = ["iter_4/model.pdparams", REFUSED_GLOBAL]
+    expected.update({case: [URL, NOT_DOWNLOADED] for case in cases if "URL" in case})
+    expected["seg_train --resume_model URL"] = ["--resume_model: no folder at https://example.com/weights/model"]
+    assert_refused(run_tool_cases(cases), expected)
     assert not marker.exists()
 
 
