@@ -375,10 +375,12 @@ def test_object_arrays_are_refused(tmp_path):
     (["--epochs", "0"], "argument --epochs"), (["--epochs", "-1"], "argument --epochs"),
     (["--lr", "0"], "argument --lr"), (["--depths", "2,x"], "argument --depths"),
 ])
-def test_cls_train_rejects_nonsense_numbers(args, fragment):
+def test_cls_train_rejects_nonsense_numbers(args, fragment, capsys):
     with pytest.raises(SystemExit) as stop:
         cls_train.parse_args(["--synthetic", *args])
     assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert fragment in last and args[1] in last, last  # names the argument and the value it refuses
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path):
@@ -472,36 +474,55 @@ class Killed(BaseException):
     pass
 
 
-@pytest.mark.parametrize("kill_at", range(1, 9))
+# The file-system steps of checkpoint_io.save over an existing checkpoint: model and optimizer files, state.json
+# (the new one is complete from here), the old one moved aside, the new one moved in, the old one deleted.
+SAVE_STEPS = ("paddle.save", "paddle.save", "json.dump", "os.replace", "os.replace", "shutil.rmtree")
+
+
+def patch_save_steps(monkeypatch, on_step) -> None:
+    """Route checkpoint_io's file-system steps through on_step(name, function, args, kwargs)."""
+    for module, name in ((checkpoint_io.paddle, "save"), (checkpoint_io.json, "dump"), (checkpoint_io.os, "replace"),
+                         (checkpoint_io.shutil, "rmtree")):
+        function = getattr(module, name)
+        label = f"{module.__name__}.{name}" if module is not checkpoint_io.os else f"os.{name}"
+        monkeypatch.setattr(module, name, lambda *a, _f=function, _l=label, **k: on_step(_l, _f, a, k))
+
+
+def test_checkpoint_save_steps_are_the_ones_killed(tmp_path, monkeypatch):
+    """Every step of a save is a kill point below: a new step must be added there."""
+    folder = str(tmp_path / "last")
+    checkpoint_io.save(folder, *checkpoint(1))
+    seen = []
+    patch_save_steps(monkeypatch, lambda label, function, args, kwargs: seen.append(label) or function(*args, **kwargs))
+    checkpoint_io.save(folder, *checkpoint(2))
+    assert tuple(seen) == SAVE_STEPS
+
+
+@pytest.mark.parametrize("kill_at", range(1, len(SAVE_STEPS) + 1))
 def test_checkpoint_killed_at_any_step_still_resumes(tmp_path, monkeypatch, kill_at):
-    """Kill the write of epoch 2 over epoch 1 before its k-th file-system step: a complete one is found."""
+    """Kill the write of epoch 2 over epoch 1 at its k-th file-system step (a file being written is left half
+    written): the newest complete checkpoint is found, epoch 2 once its state.json is written, else epoch 1."""
     folder = str(tmp_path / "last")
     checkpoint_io.save(folder, *checkpoint(1))
     calls = {"n": 0}
 
-    def step(function):
-        def wrapped(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == kill_at:
-                if function is paddle.save:  # die half-way through writing the file
-                    with open(args[1], "wb") as handle:
-                        handle.write(b"\x80\x04partial")
-                raise Killed()
-            return function(*args, **kwargs)
-        return wrapped
+    def step(label, function, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            if label == "paddle.save":  # die half-way through writing the file
+                with open(args[1], "wb") as handle:
+                    handle.write(b"\x80\x04partial")
+            elif label == "json.dump":
+                args[1].write('{"epo')
+            raise Killed()
+        return function(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_io.paddle, "save", step(paddle.save))
-    monkeypatch.setattr(checkpoint_io.json, "dump", step(json.dump))
-    monkeypatch.setattr(checkpoint_io.os, "replace", step(os.replace))
-    monkeypatch.setattr(checkpoint_io.shutil, "rmtree", step(shutil.rmtree))
-    try:
+    patch_save_steps(monkeypatch, step)
+    with pytest.raises(Killed):
         checkpoint_io.save(folder, *checkpoint(2))
-        finished = True
-    except Killed:
-        finished = False
     monkeypatch.undo()
     model_state, optimizer_state, state = checkpoint_io.load(folder)
-    assert state["epoch"] in ((2,) if finished else (1, 2))
+    assert state["epoch"] == (2 if kill_at > SAVE_STEPS.index("json.dump") + 1 else 1), SAVE_STEPS[kill_at - 1]
     assert float(model_state["w"][0]) == float(optimizer_state["m"][0]) == state["epoch"]
     assert sorted(os.listdir(tmp_path)) == ["last"]
     checkpoint_io.save(folder, *checkpoint(3))  # and the next save works
