@@ -197,6 +197,25 @@ def test_cli_converts_a_full_size_checkpoint(tmp_path):
     assert target.layers[0].blocks[0].attn.relative_position_bias_table.shape == [23 * 23, 3]
 
 
+def test_cli_strict_refuses_an_inexact_match(tmp_path):
+    """--strict fails (and writes nothing) when the target leaves keys missing or unexpected; without it the
+    file is written and the report names them."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import convert_weights
+
+    state = authors_layout(create_classifier("swin_tiny_patch2_window4_32", num_classes=10))
+    del state["layers.1.blocks.0.mlp.fc1.bias"]
+    pth, out = str(tmp_path / "cifar.pth"), str(tmp_path / "cifar.pdparams")
+    save_torch_zip({"model": state}, pth)
+    args = [pth, out, "--model", "swin_tiny_patch2_window4_32", "--num-classes", "10"]
+    with pytest.raises(CheckpointKeyError, match=f"--strict: {pth} does not match the target exactly"):
+        convert_weights.main([*args, "--strict"])
+    assert not os.path.exists(out)
+    assert convert_weights.main(args) == 0 and os.path.isfile(out)
+    report = load_pretrained(create_classifier("swin_tiny_patch2_window4_32", num_classes=10), out, verbose=False)
+    assert report.missing == ["layers.1.blocks.0.mlp.fc1.bias"] and not report.unexpected
+
+
 def test_cli_shape_mismatch_is_explained(tmp_path):
     folder = reference_case("det_d16_w7_pad_250x333")
     result = subprocess.run(

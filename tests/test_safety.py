@@ -436,8 +436,14 @@ def test_broken_resume_files_get_one_line(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    proc = run("convert_weights.py", str(tmp_path / "missing.pth"), str(tmp_path / "o.pdparams"), "--debug")
-    assert proc.returncode == 1 and "Traceback" in proc.stderr and "missing.pth" in proc.stderr
+    """--debug or SWIN_PADDLE_DEBUG=1 shows the traceback; without them (or with SWIN_PADDLE_DEBUG=0) one line."""
+    args = [os.path.join(ROOT, "tools", "convert_weights.py"), str(tmp_path / "missing.pth"), str(tmp_path / "o.pdparams")]
+    env = {k: v for k, v in os.environ.items() if k != "SWIN_PADDLE_DEBUG"}
+    for extra, debug, traceback in (([], None, False), (["--debug"], None, True), ([], "1", True), ([], "0", False)):
+        proc = subprocess.run([sys.executable, *args, *extra], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                              env=dict(env, SWIN_PADDLE_DEBUG=debug) if debug else env)
+        assert proc.returncode == 1 and "missing.pth" in proc.stderr.strip().splitlines()[-1], (extra, debug)
+        assert ("Traceback" in proc.stderr) is traceback, (extra, debug, proc.stderr[-2000:])
 
 
 def test_backbone_input_rank_and_channels_are_explained():
