@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import cls_train  # noqa: E402
 
 from swin_backbone import create_classifier  # noqa: E402
+from swin_backbone.runtime import available_cores  # noqa: E402
 
 TINY = ["--embed-dim", "16", "--depths", "1,1,1,1", "--num-heads", "1,1,2,2", "--batch-size", "50",
         "--lr", "2e-3", "--warmup-epochs", "0.5", "--threads", "2"]
@@ -93,6 +94,21 @@ def test_eval_only_and_predict(tarball, trained, capsys):
     cifar = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     assert [name for name, _ in top5] == [cifar[i] for i in order], (top5, probs)
     np.testing.assert_allclose([p for _, p in top5], probs[order], rtol=0, atol=1e-5)
+
+
+def test_threads_default_to_every_core(trained, tmp_path, monkeypatch):
+    """--threads N gives Paddle's CPU kernels N threads; without it, every core (Paddle's own default is one)."""
+    calls = []
+    monkeypatch.setattr(paddle.base.core, "set_num_threads", calls.append)
+    from PIL import Image
+
+    path = str(tmp_path / "probe.png")
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(path)
+    args = ["--predict", path, "--weights", os.path.join(trained[0], "best", "model.pdparams"), "--embed-dim", "16",
+            "--depths", "1,1,1,1", "--num-heads", "1,1,2,2"]
+    cls_train.main([*args, "--threads", "1"])
+    cls_train.main(args)
+    assert calls == [1, available_cores()]
 
 
 def test_missing_data_is_explained(tmp_path):

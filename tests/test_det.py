@@ -175,6 +175,24 @@ def test_missing_dataset_is_explained(tmp_path):
     assert "annotations/instances_train.json" in proc.stderr and "COCO layout" in proc.stderr
 
 
+def test_tools_use_every_core_or_threads():
+    """The detection tools give Paddle every core, or --threads N."""
+    code = f"""
+import json, sys
+sys.path.insert(0, {TOOLS!r})
+import det_common, paddle
+from swin_backbone.runtime import available_cores
+calls = []
+paddle.base.core.set_num_threads = calls.append
+config = {os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml")!r}
+for argv in (["-c", config, "--threads", "1"], ["-c", config]):
+    det_common.prepare(det_common.arg_parser("threads").parse_args(argv))
+print("RESULT", json.dumps({{"calls": calls, "cores": available_cores()}}))
+"""
+    result = run_python(code)
+    assert result["calls"] == [1, result["cores"]]
+
+
 def test_registration_is_idempotent_and_sets_flag():
     code = """
 import importlib, json, paddle

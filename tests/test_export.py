@@ -334,6 +334,27 @@ def test_detection_export_runs_in_default_predictor(tmp_path):
             assert (pasted != eager_pasted).mean() < 1e-3, name
 
 
+def test_infer_uses_every_core_or_threads(models, monkeypatch):
+    """Paddle Inference gets every core unless --threads (Predictor's threads) says otherwise."""
+    import paddle.inference as inference
+
+    from swin_backbone.runtime import available_cores
+
+    seen = []
+
+    class Config(inference.Config):
+        def set_cpu_math_library_num_threads(self, threads):
+            seen.append(threads)
+            super().set_cpu_math_library_num_threads(threads)
+
+    monkeypatch.setattr(inference, "Config", Config)
+    folder = models["cls"][1]
+    infer.Predictor(folder, threads=1)
+    infer.Predictor(folder)
+    infer.main(["--model-dir", folder, "--size", "33x47", "--repeats", "1", "--threads", "1"])
+    assert seen == [1, available_cores(), 1]
+
+
 def test_infer_switches_are_checked(tmp_path):
     proc = run_tool("infer.py", "--model-dir", str(tmp_path), "--trt", "fp16")
     assert proc.returncode == 2 and "--trt needs --gpu" in proc.stderr

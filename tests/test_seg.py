@@ -184,6 +184,20 @@ def test_missing_dataset_is_explained(tmp_path):
     assert "images/training" in proc.stderr and "ADEChallengeData2016 layout" in proc.stderr
 
 
+def test_tools_use_every_core_or_threads(monkeypatch):
+    """The segmentation tools give Paddle every core, or --threads N."""
+    sys.path.insert(0, TOOLS)
+    import seg_common
+
+    from swin_backbone.runtime import available_cores
+
+    calls = []
+    monkeypatch.setattr(paddle.base.core, "set_num_threads", calls.append)
+    for argv in (["--config", SMOKE, "--threads", "1"], ["--config", SMOKE]):
+        seg_common.setup(seg_common.arg_parser("threads").parse_args(argv))
+    assert calls == [1, available_cores()]
+
+
 def test_both_plugins_in_one_process_and_twice():
     code = """
 import importlib, swin_backbone.paddleseg as seg, swin_backbone.ppdet as det
