@@ -88,6 +88,50 @@ def test_backbone_pretrained_takes_authors_pth(tmp_path):
     assert loaded.feat_channels == [16, 32, 64, 128]
 
 
+def rescaled_sizes(heights: np.ndarray, widths: np.ndarray, long_side: int = 2048, short_side: int = 512):
+    """(ours, PaddleSeg's Resize(keep_ratio)) output sizes (h, w) as formulas: the same scale, halves rounded up
+    (the authors' rounding) or to even (Python's round)."""
+    scale = np.minimum(long_side / np.maximum(heights, widths), short_side / np.minimum(heights, widths))
+    ours = np.floor(heights * scale + 0.5), np.floor(widths * scale + 0.5)
+    theirs = np.round(heights * scale), np.round(widths * scale)
+    return ours, theirs
+
+
+def test_deploy_resize_rounds_halves_to_even_where_ours_rounds_up():
+    """The README: deploy.yaml's stock Resize(keep_ratio) scales as our RescaleToFit does but rounds halves to
+    even, so 448 of the 3.2 million sizes from 16 to 2560 px (h <= w) come out one pixel smaller on a side, e.g.
+    1024x1025 -> 512x512 instead of 512x513. The formulas are checked against the real transforms on sizes
+    where they differ and where they agree."""
+    sys.path.insert(0, TOOLS)
+    import export
+    from paddleseg.cvlibs import Config, manager
+
+    config = os.path.join(ROOT, "seg_configs", "upernet_swin_tiny_ade20k_512x512_160k.yml")
+    (ours_cfg,) = [dict(t) for t in Config(config).val_dataset_cfg["transforms"] if t["type"] == "RescaleToFit"]
+    (resize,) = [dict(t) for t in export.seg_deploy_config(config, "model.pdmodel")["Deploy"]["transforms"]
+                 if t["type"] == "Resize"]
+    ours = manager.TRANSFORMS[ours_cfg.pop("type")](**ours_cfg)
+    theirs = manager.TRANSFORMS[resize.pop("type")](**resize)
+    assert type(theirs).__module__.startswith("paddleseg.") and type(ours) is seg_plugin.RescaleToFit
+
+    sides = np.arange(16, 2561, dtype=np.float64)
+    heights, widths = (a.ravel() for a in np.meshgrid(sides, sides, indexing="ij"))
+    keep = heights <= widths
+    heights, widths = heights[keep], widths[keep]
+    (our_h, our_w), (their_h, their_w) = rescaled_sizes(heights, widths)
+    differ = (our_h != their_h) | (our_w != their_w)
+    assert len(heights) == 3_239_785 and int(differ.sum()) == 448
+    rng = np.random.default_rng(0)
+    picks = list(np.flatnonzero(differ)[[0, 1, -2, -1]]) + list(rng.choice(np.flatnonzero(~differ), 6, replace=False))
+    for index in [int(np.flatnonzero((heights == 1024) & (widths == 1025))[0])] + picks:
+        image = np.zeros((int(heights[index]), int(widths[index]), 3), np.uint8)
+        got = [transform({"img": image, "trans_info": [], "gt_fields": []})["img"].shape[:2]
+               for transform in (ours, theirs)]
+        assert got == [(our_h[index], our_w[index]), (their_h[index], their_w[index])], (image.shape, got)
+    (our_h, our_w), (their_h, their_w) = rescaled_sizes(np.array([1024.0]), np.array([1025.0]))
+    assert (our_h[0], our_w[0], their_h[0], their_w[0]) == (512, 513, 512, 512)
+
+
 def test_calculate_area_matches_counting():
     rng = np.random.default_rng(0)
     pred = rng.integers(0, 5, (2, 1, 9, 7))
