@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -58,3 +60,27 @@ def test_memory_worker_measures_what_use_checkpoint_saves():
     assert without["step_mb"] > 5 and with_checkpoint["step_mb"] < 0.5 * without["step_mb"], reports
     for report in reports.values():
         assert report["seconds"] > 0 and report["peak_rss_mb"] >= report["step_rss_mb"] > 0, report
+
+
+PEERS = """
+import json, sys
+sys.path.insert(0, {tools!r})
+import benchmark
+contenders = benchmark.build_contenders()
+agree = benchmark.check_agreement(contenders)
+weight = contenders["paddleseg"].model.layers[2].blocks[3].mlp.fc1.weight
+weight.set_value(weight.numpy() * 1.01)  # one weight of one peer off by 1%
+print(json.dumps({{"agree": agree, "one_off": benchmark.check_agreement(contenders)}}))
+"""
+
+
+@pytest.mark.plugins
+def test_peers_get_our_weights_and_their_outputs_are_compared():
+    """The benchmark's contenders hold the same Swin-T weights: PaddleDetection's and PaddleSeg's backbones give
+    our outputs (README: max difference 0), and the check sees a peer whose weights are off."""
+    proc = subprocess.run([sys.executable, "-c", PEERS.format(tools=os.path.join(ROOT, "tools"))], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result["agree"]) == {"paddledet", "paddleseg"} and max(result["agree"].values()) <= 1e-5, result
+    assert result["one_off"]["paddledet"] == result["agree"]["paddledet"] and result["one_off"]["paddleseg"] > 1e-3
