@@ -8,6 +8,7 @@ segmenter's labels, where both pipelines run the same algorithm.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -184,6 +185,7 @@ def det_results(det_config, tmp_path_factory):
     weights = str(tmp_path_factory.mktemp("mm_det_weights") / "mask_rcnn.pdparams")
     report = convert(fixture("det_weights.pth"), det_config, weights)
     assert "a full mmdetection detector" in report and "all keys matched" in report, report
+    assert "warning" not in report and "dropped" not in report, report  # COCO's 80 classes, in their order
     return run_script(DET_PARTS.format(tools=os.path.join(ROOT, "tools"), helpers=helpers(), config=det_config,
                                        weights=weights, margin=MASK_MARGIN))
 
@@ -248,6 +250,32 @@ def test_end_to_end_boxes_classes_and_masks_match(det_results):
     assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} mask pixels differ away from the threshold"
     print(f"mask pixels differing: {int(differ.sum())}; within {MASK_MARGIN} of the threshold: {int(near.sum())}")
     assert int(near.sum()) <= 5, f"{int(near.sum())} pixels within {MASK_MARGIN} of the mask threshold"
+
+
+def test_conversion_onto_other_classes_warns_and_drops_the_class_layers(det_config, tmp_path):
+    """A detector trained on 3 classes of its own, converted onto a 3-class config: the converter warns that its
+    classes are not COCO's 80 in PaddleDetection's order, and drops the class layers (sized for 80, not 3), which
+    the report names as left at initialisation; everything else converts."""
+    from swin_backbone import read_torch_checkpoint
+    from torch_format import save_torch_zip
+
+    checkpoint = read_torch_checkpoint(fixture("det_weights.pth"))
+    checkpoint["meta"]["CLASSES"] = ("cat", "dog", "person")
+    pth = str(tmp_path / "mask_rcnn_3_classes.pth")
+    save_torch_zip(checkpoint, pth)
+    config = tmp_path / "mask_rcnn_3_classes.yml"
+    config.write_text(f"_BASE_: ['{det_config}']\nnum_classes: 3\n")
+    report = convert(pth, str(config), str(tmp_path / "mask_rcnn_3_classes.pdparams"))
+    assert "warning: the checkpoint's 3 classes are not COCO's 80 in the category-id order" in report, report
+    class_layers = ["roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg", "roi_head.mask_head.conv_logits"]
+    dropped = re.search(r"^dropped: 6: (.*)$", report, re.M)
+    assert dropped and sorted(dropped.group(1).split(", ")) == sorted(f"{layer}.{leaf}" for layer in class_layers
+                                                                       for leaf in ("bias", "weight")), report
+    assert "do not fit the model's class count: dropped, they start from scratch" in report, report
+    missing = re.search(r"^missing \(left at initialisation\): 6: (.*)$", report, re.M)
+    assert missing and sorted(missing.group(1).split(", ")) == sorted(
+        f"{layer}.{leaf}" for layer in ("bbox_head.bbox_score", "bbox_head.bbox_delta", "mask_head.mask_fcn_logits")
+        for leaf in ("bias", "weight")), report
 
 
 SEG_PARTS = r"""
