@@ -142,31 +142,57 @@ def test_train_eval_infer_resume(coco_to_learn, tmp_path):
     assert re.search(r"Epoch: \[5\]", log) and not re.search(r"Epoch: \[[0-4]\]", log)
 
 
-def test_pretrain_weights_accept_authors_pth(coco, tmp_path):
-    """pretrain_weights naming an authors' .pth loads into the backbone, mismatches printed."""
-    sys.path.insert(0, os.path.dirname(__file__))
+PRETRAIN = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {tools!r})
+import det_common
+import paddle
+from ppdet.engine import Trainer
+cfg = det_common.load_config({config!r}, {{"TrainDataset": {{"dataset_dir": {coco!r}}}}})
+paddle.seed(11)
+source = Trainer(cfg, mode="train").model  # a whole detector, saved as PaddleDetection saves weights
+paddle.save(source.state_dict(), {detector!r})
+result = {{}}
+for kind, path in {files!r}.items():
+    paddle.seed(12)
+    trainer = Trainer(cfg, mode="train")
+    det_common.load_pretrain(trainer, path)
+    state = {{k: v.numpy() for k, v in trainer.model.state_dict().items()}}
+    qkv = state["backbone.layers.0.blocks.0.attn.qkv.weight"]
+    result[kind] = {{"backbone": float(np.abs(qkv - {expected!r}).max()),
+                     "backbone_equals_source": bool(np.array_equal(
+                         qkv, source.backbone.layers[0].blocks[0].attn.qkv.weight.numpy())),
+                     "neck_equals_source": bool(np.array_equal(state["neck.fpn_res2_sum.weight"],
+                                                               source.neck.fpn_res2_sum.weight.numpy()))}}
+print("RESULT", json.dumps(result))
+"""
+
+
+def test_pretrain_weights_accept_pth_pdparams_and_detector_weights(coco, tmp_path):
+    """pretrain_weights may name an authors' .pth or a converted backbone .pdparams (both into the backbone, the
+    rest left at initialisation) or full detector weights (the whole model)."""
     from test_convert import authors_layout
     from torch_format import save_torch_zip
     from swin_backbone import SwinTransformer
 
+    import paddle
+
+    paddle.seed(10)
     backbone = SwinTransformer(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
-    pth = str(tmp_path / "backbone.pth")
-    save_torch_zip({"model": authors_layout(backbone)}, pth)
-    code = f"""
-import sys, json
-sys.path.insert(0, {TOOLS!r})
-import det_common
-from ppdet.engine import Trainer
-cfg = det_common.load_config({os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml")!r},
-                             {{"TrainDataset": {{"dataset_dir": {coco!r}}}}})
-trainer = Trainer(cfg, mode="train")
-det_common.load_pretrain(trainer, {pth!r})
-w = trainer.model.backbone.layers[0].blocks[0].attn.qkv.weight.numpy()
-print("RESULT", json.dumps({{"sum": float(w.sum())}}))
-"""
-    result = run_python(code)
-    expected = float(backbone.layers[0].blocks[0].attn.qkv.weight.numpy().sum())
-    assert abs(result["sum"] - expected) < 1e-3
+    files = {"authors .pth": str(tmp_path / "backbone.pth"), "backbone .pdparams": str(tmp_path / "backbone.pdparams"),
+             "detector .pdparams": str(tmp_path / "detector.pdparams")}
+    save_torch_zip({"model": authors_layout(backbone)}, files["authors .pth"])
+    paddle.save(backbone.state_dict(), files["backbone .pdparams"])  # what convert_weights.py --backbone writes
+    qkv = backbone.layers[0].blocks[0].attn.qkv.weight.numpy()
+    result = run_python(PRETRAIN.format(tools=TOOLS, config=os.path.join(ROOT, "det_configs", "mask_rcnn_swin_smoke.yml"),
+                                        coco=coco, detector=files["detector .pdparams"], files=files,
+                                        expected=qkv.tolist()))
+    backbone_only = {"backbone": 0.0, "backbone_equals_source": False, "neck_equals_source": False}
+    assert result["authors .pth"] == result["backbone .pdparams"] == backbone_only, result
+    # the whole detector: its own backbone (not the one above) and its neck
+    assert result["detector .pdparams"]["backbone_equals_source"] and result["detector .pdparams"][
+        "neck_equals_source"], result
 
 
 def test_missing_dataset_is_explained(tmp_path):
