@@ -75,16 +75,18 @@ def test_training_reaches_every_parameter():
     assert not no_grad, f"parameters without gradient: {no_grad}"
 
 
-def test_backbone_pretrained_takes_authors_pth(tmp_path):
+def test_backbone_pretrained_takes_authors_pth_or_pdparams(tmp_path):
     from test_convert import authors_layout
     from torch_format import save_torch_zip
 
     source = seg_plugin.SwinBackbone(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
-    path = str(tmp_path / "backbone.pth")
-    save_torch_zip({"model": authors_layout(source)}, path)
-    loaded = seg_plugin.SwinBackbone(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), pretrained=path)
-    np.testing.assert_array_equal(loaded.layers[1].blocks[0].mlp.fc1.weight.numpy(),
-                                  source.layers[1].blocks[0].mlp.fc1.weight.numpy())
+    pth, pdparams = str(tmp_path / "backbone.pth"), str(tmp_path / "backbone.pdparams")
+    save_torch_zip({"model": authors_layout(source)}, pth)
+    paddle.save(source.state_dict(), pdparams)
+    for path in (pth, pdparams):
+        loaded = seg_plugin.SwinBackbone(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), pretrained=path)
+        for name, value in source.state_dict().items():
+            np.testing.assert_array_equal(loaded.state_dict()[name].numpy(), value.numpy(), err_msg=f"{path}: {name}")
     assert loaded.feat_channels == [16, 32, 64, 128]
 
 
