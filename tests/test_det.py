@@ -27,6 +27,25 @@ cfg = det_common.load_config({config!r}, {{}})
 model = create(cfg.architecture)
 count = sum(int(np.prod(p.shape)) for p in model.parameters())
 result = {{"params": count, "backbone": type(model.backbone).__name__}}
+# the recipe as PaddleDetection reads it: schedule, optimizer and its no-decay group, readers, test settings
+optimizer = create("OptimizerBuilder")(create("LearningRate")(100), model)
+names = {{p.name: n for n, p in model.named_parameters()}}
+piecewise, warmup = cfg.LearningRate["schedulers"]
+train_select = next((t["RandomSelect"] for t in cfg.TrainReader["sample_transforms"] if "RandomSelect" in t), None)
+result["recipe"] = {{
+    "epoch": cfg.epoch, "base_lr": cfg.LearningRate["base_lr"], "milestones": list(piecewise.milestones),
+    "gamma": piecewise.gamma, "warmup": [warmup.steps, warmup.start_factor], "optimizer": type(optimizer).__name__,
+    "weight_decay": cfg.OptimizerBuilder["optimizer"]["weight_decay"],
+    "betas": [cfg.OptimizerBuilder["optimizer"]["beta1"], cfg.OptimizerBuilder["optimizer"]["beta2"]],
+    "no_decay": sorted(names[p.name] for g in optimizer._param_groups if g.get("weight_decay") == 0.0
+                       for p in g["params"]),
+    "drop_path": cfg.SwinBackbone["drop_path_rate"], "amp": cfg.amp, "batch_per_gpu": cfg.TrainReader["batch_size"],
+    "train": train_select, "pad": cfg.TrainReader["batch_transforms"],
+    "test_resize": [cfg.EvalReader["sample_transforms"][1], cfg.TestReader["sample_transforms"][1]],
+    "test_pad": [cfg.EvalReader["batch_transforms"], cfg.TestReader["batch_transforms"]],
+    "rpn_test": cfg.RPNHead["test_proposal"], "rcnn_test": cfg.BBoxPostProcess["nms"],
+    "mask_threshold": cfg.MaskPostProcess["binary_thresh"]}}
+result["decay_names"] = sorted(n for n, p in model.named_parameters() if n not in result["recipe"]["no_decay"])
 if {forward}:
     model.eval()
     h, w = 250, 333
@@ -52,6 +71,41 @@ def run_tool(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedP
                           timeout=timeout, cwd=ROOT)
 
 
+# What the README's table and recipe paragraph say of each config: (epochs, LR steps at epochs, drop path).
+RECIPES = {"mask_rcnn_swin_tiny_fpn_1x_coco.yml": (12, [8, 11], 0.1),
+           "mask_rcnn_swin_tiny_fpn_3x_coco.yml": (36, [27, 33], 0.2),
+           "mask_rcnn_swin_small_fpn_3x_coco.yml": (36, [27, 33], 0.2),
+           "mask_rcnn_swin_base_fpn_3x_coco.yml": (36, [27, 33], 0.3)}
+SHORT_SIDES = list(range(480, 801, 32))
+
+
+def check_recipe(config: str, result: dict) -> None:
+    """AdamW lr 1e-4 for 16 images per step (2 per GPU on 8), weight decay 0.05 with none on absolute_pos_embed,
+    relative_position_bias_table and norms, 500 warmup iterations from 0.001 x lr, steps at the table's epochs;
+    multi-scale training (short side 480-800, long side <= 1333, or resize 400-600 + crop 384-600 + resize),
+    800x1333 bilinear keep-ratio testing, batches padded to 32, AMP (on GPU); the authors' test settings."""
+    recipe = result["recipe"]
+    epochs, milestones, drop_path = RECIPES[os.path.basename(config)]
+    assert (recipe["epoch"], recipe["milestones"], recipe["gamma"], recipe["drop_path"]) == (
+        epochs, milestones, [0.1, 0.01], drop_path), recipe  # x0.1 at each step
+    assert (recipe["base_lr"], recipe["batch_per_gpu"] * 8, recipe["warmup"]) == (1e-4, 16, [500, 0.001]), recipe
+    assert (recipe["optimizer"], recipe["weight_decay"], recipe["betas"]) == ("AdamW", 0.05, [0.9, 0.999]), recipe
+    no_decay = ("absolute_pos_embed", "relative_position_bias_table", "norm")
+    assert recipe["no_decay"] and all(any(k in n for k in no_decay) for n in recipe["no_decay"]), recipe["no_decay"]
+    assert not [n for n in result["decay_names"] if any(k in n for k in no_decay)], result["decay_names"]
+    first, second = recipe["train"]["transforms1"], recipe["train"]["transforms2"]
+    assert first == [{"RandomShortSideResize": {"short_side_sizes": SHORT_SIDES, "max_size": 1333}}], first
+    assert second == [{"RandomShortSideResize": {"short_side_sizes": [400, 500, 600], "max_size": 1333}},
+                      {"RandomSizeCrop": {"min_size": 384, "max_size": 600, "keep_empty": False}},
+                      {"RandomShortSideResize": {"short_side_sizes": SHORT_SIDES, "max_size": 1333}}], second
+    pad = [{"PadBatch": {"pad_to_stride": 32}}]
+    assert recipe["pad"] == pad and recipe["test_pad"] == [pad, pad] and recipe["amp"] is True, recipe
+    assert recipe["test_resize"] == [{"Resize": {"interp": 1, "target_size": [800, 1333], "keep_ratio": True}}] * 2
+    assert recipe["rpn_test"] == {"min_size": 0.0, "nms_thresh": 0.7, "pre_nms_top_n": 1000, "post_nms_top_n": 1000}
+    assert recipe["rcnn_test"] == {"name": "MultiClassNMS", "keep_top_k": 100, "score_threshold": 0.05,
+                                   "nms_threshold": 0.5} and recipe["mask_threshold"] == 0.5, recipe
+
+
 def test_all_configs_present():
     names = {os.path.basename(c) for c in CONFIGS}
     assert {"mask_rcnn_swin_tiny_fpn_1x_coco.yml", "mask_rcnn_swin_tiny_fpn_3x_coco.yml",
@@ -66,12 +120,15 @@ def test_config_builds(config):
     documented = re.search(r"Our model: ([\d,]+) parameters", open(config).read())
     if documented:
         assert result["params"] == int(documented.group(1).replace(",", ""))
+    if os.path.basename(config) in RECIPES:
+        check_recipe(config, result)
 
 
 def test_swin_tiny_mask_rcnn_parameters_and_odd_size_forward():
     config = os.path.join(ROOT, "det_configs", "mask_rcnn_swin_tiny_fpn_1x_coco.yml")
     result = run_python(BUILD.format(tools=TOOLS, config=config, forward=True))
     assert result["params"] == 47_794_602  # ~48M, the authors' figure
+    check_recipe(config, result)
     assert result["boxes"][1] == 6 and result["masks"][0] == result["boxes"][0]
 
 
