@@ -37,14 +37,53 @@ def test_all_configs_present():
             "upernet_swin_base_ade20k_512x512_160k.yml", "upernet_swin_smoke.yml"} <= names
 
 
+def check_recipe(cfg, builder) -> None:
+    """The README's recipe: AdamW lr 6e-5 for 16 images per step (2 per GPU on 8), betas (0.9, 0.999), weight
+    decay 0.01 (none on position embedding, bias tables and the backbone's norms), 1500 warmup iterations from
+    1e-6 x lr, then poly decay to 0 over 160k iterations; drop path 0.3; resize into 2048x512 x 0.5-2.0,
+    photometric distortion, 512x512 crop (no class above 75%), flip; test at short side 512, whole image;
+    UperNet pooling 1/2/3/6 to 512 channels, dropout 0.1, FCN auxiliary head on stage 3 with loss weight 0.4."""
+    model, optimizer = builder.model, builder.optimizer
+    schedule = optimizer._learning_rate
+    assert type(optimizer).__name__ == "AdamW" and (optimizer._beta1, optimizer._beta2) == (0.9, 0.999)
+    assert (schedule.warmup_steps, schedule.start_lr, schedule.end_lr) == (1500, pytest.approx(6e-11), 6e-5)
+    poly = schedule.learning_rate
+    assert (type(poly).__name__, poly.base_lr, poly.end_lr, poly.power) == ("PolynomialDecay", 6e-5, 0.0, 1.0)
+    assert poly.decay_steps + schedule.warmup_steps == cfg.iters == 160_000 and cfg.batch_size * 8 == 16
+    names = {p.name: n for n, p in model.named_parameters()}
+    decay = {names[p.name]: g.get("weight_decay") for g in optimizer._param_groups for p in g["params"]}
+    undecayed = ("absolute_pos_embed", "relative_position_bias_table")
+    expected = {n: 0.0 if (n.startswith("backbone.") and ".norm" in n) or any(k in n for k in undecayed) else 0.01
+                for n, p in model.named_parameters() if not p.stop_gradient}
+    assert decay == expected and 0.0 in decay.values()
+    rates = [block.drop_path.drop_prob for stage in model.backbone.layers for block in stage.blocks]
+    assert rates[-1] == pytest.approx(0.3), rates  # drop path 0.3, reached linearly by the last block
+    kinds = [(t["type"], {k: v for k, v in t.items() if k in ("scale", "ratio_range", "crop_size", "category_max_ratio")})
+             for t in cfg.train_dataset_cfg["transforms"]]
+    assert kinds == [("RandomRescaleToFit", {"scale": [2048, 512], "ratio_range": [0.5, 2.0]}), ("RandomDistort", {}),
+                     ("Normalize", {}), ("RandomPaddingCrop", {"crop_size": [512, 512], "category_max_ratio": 0.75}),
+                     ("RandomHorizontalFlip", {})], kinds
+    assert [(t["type"], t.get("scale")) for t in cfg.val_dataset_cfg["transforms"]] == [
+        ("RescaleToFit", [2048, 512]), ("Normalize", None)] and not cfg.test_config.get("is_slide")
+    head = model.decode_head
+    assert head.pool_scales == [1, 2, 3, 6] and head.conv_seg._in_channels == 512 and head.dropout.p == 0.1
+    assert model.aux_index == 2 and builder.loss["coef"] == [1.0, 0.4] and not model.align_corners
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
 def test_config_builds_with_documented_parameters(config):
+    from paddleseg.cvlibs import Config, SegBuilder
+
     # The released backbone files are not here: build without them.
-    model = build(config, opts=["model.backbone.pretrained=None"])
+    cfg = Config(config, opts=["model.backbone.pretrained=None"])
+    builder = SegBuilder(cfg)
+    model = builder.model
     assert type(model).__name__ == "SwinUperNet" and type(model.backbone).__name__ == "SwinBackbone"
     documented = re.search(r"Our model: ([\d,]+) parameters", open(config).read())
     if documented:
         assert trainable(model) == int(documented.group(1).replace(",", ""))
+    if "smoke" not in config:
+        check_recipe(cfg, builder)
 
 
 def test_upernet_swin_tiny_size_and_shapes():
