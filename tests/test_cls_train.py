@@ -1,5 +1,6 @@
 """tools/cls_train.py end to end on a synthetic CIFAR-10 tarball in the official format."""
 import os
+import re
 import sys
 
 import numpy as np
@@ -48,7 +49,11 @@ def test_learns_well_above_chance(trained):
     output, best = trained
     assert best >= 60.0, f"best top-1 {best:.1f}% on a 10-class set"
     log = open(os.path.join(output, "log.txt")).read()
-    assert "epoch 3/3" in log and "img/s" in log and f"best test top-1: {best:.2f}%" in log
+    # each epoch: train loss, test top-1, img/s and LR
+    epochs = re.findall(r"^epoch (\d)/3  train loss [0-9.]+  test top-1 ([0-9.]+)%  [0-9.]+ img/s  lr [0-9.]+e[-+]\d+$",
+                        log, re.M)
+    assert [e for e, _ in epochs] == ["1", "2", "3"] and max(float(t) for _, t in epochs) == pytest.approx(best), log
+    assert f"best test top-1: {best:.2f}%" in log
     for name in ("model.pdparams", "optimizer.pdopt", "state.json"):
         assert os.path.isfile(os.path.join(output, "last", name))
         assert os.path.isfile(os.path.join(output, "best", name))
@@ -118,6 +123,26 @@ def test_missing_data_is_explained(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         cls_train.main(["--data", str(empty), "--epochs", "1", *TINY])
+
+
+def test_default_recipe_is_the_readmes():
+    """The README's default recipe: Swin-T at 32 px (patch 2, window 4), AdamW lr 1e-3 for batch 128, weight decay
+    0.05, 5 warmup epochs, label smoothing 0.1, gradient clipping at 5, drop path 0.1, no mixup, cutmix or
+    RandAugment unless asked; random crop with 4 px of padding, and flips."""
+    args = cls_train.parse_args(["--synthetic"])
+    assert (args.model, args.optimizer, args.lr, args.batch_size, args.weight_decay, args.warmup_epochs,
+            args.smoothing, args.clip_grad, args.drop_path, args.mixup, args.cutmix, args.randaugment) == (
+        "swin_tiny_patch2_window4_32", "adamw", 1e-3, 128, 0.05, 5, 0.1, 5.0, 0.1, 0.0, 0.0, 0)
+    model = cls_train.build_model(args)
+    assert model.img_size == (32, 32) and model.patch_size == 2 and model.layers[0].window_size == 4
+    rng = np.random.default_rng(0)
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, :16] = 255  # white left half: a flip shows on the right
+    crops = cls_train.random_crop_flip(np.repeat(image[None], 400, axis=0), rng)
+    top_padding = [int((c.max(axis=(1, 2)) == 0).argmin()) for c in crops]  # zero rows above the picture
+    assert sorted(set(top_padding)) == [0, 1, 2, 3, 4], sorted(set(top_padding))
+    flipped = [c[:, :16].mean() < c[:, 16:].mean() for c in crops]
+    assert 0.4 < np.mean(flipped) < 0.6
 
 
 def test_schedule_and_decay_groups():
