@@ -59,3 +59,15 @@ def test_demo_prints_the_four_feature_shapes():
     assert [tuple(map(int, s)) for s in stages] == [(0, 1, 96, 63, 84, 4), (1, 1, 192, 32, 42, 8),
                                                      (2, 1, 384, 16, 21, 16), (3, 1, 768, 8, 11, 32)], proc.stdout
     assert "input [1, 3, 250, 333]" in proc.stdout, proc.stdout
+
+
+def test_backbone_takes_the_arguments_the_readme_lists():
+    """The API section lists the authors' detection-backbone arguments that SwinTransformer takes, in order."""
+    import inspect
+
+    from swin_backbone import SwinTransformer
+
+    listed = re.search(r"`SwinTransformer` takes the authors' detection-backbone arguments \(`([^`]*)`\)", README, re.S)
+    assert listed, "the README's argument list of SwinTransformer is gone"
+    names = [name.strip() for name in listed.group(1).split(",")]
+    assert names == list(inspect.signature(SwinTransformer).parameters), names
