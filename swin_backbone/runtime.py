@@ -99,18 +99,33 @@ def image_size(text: str) -> Tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, SwinInputError)
+
+
+def user_error(error: BaseException) -> Optional[BaseException]:
+    """The user error (USER_ERRORS) that `error` is, or that a framework wrapped in a RuntimeError (PaddleSeg's
+    builder re-raises whatever a component's constructor raised, a refused `pretrained` file too, as
+    "Tried to create a ... object"); None for anything else."""
+    while isinstance(error, RuntimeError) and not isinstance(error, USER_ERRORS):
+        error = error.__cause__ or error.__context__
+    return error if isinstance(error, USER_ERRORS) else None
+
+
 def run_tool(main: Callable) -> None:
     """Run a command-line tool's main(): a user error (a missing or bad file, a bad value) ends as one line
-    `error: ...` with exit code 1. `--debug` (taken out of sys.argv here) or SWIN_PADDLE_DEBUG=1 shows the
-    traceback instead."""
+    `error: ...` with exit code 1, also when a framework wrapped it. `--debug` (taken out of sys.argv here) or
+    SWIN_PADDLE_DEBUG=1 shows the traceback instead."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     if "--debug" in sys.argv[1:]:
         sys.argv.remove("--debug")
         debug = True
     try:
         main()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, SwinInputError) as error:
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
         if debug:
             traceback.print_exc()
-        message = str(error).strip().replace("\n", "; ")
+        message = str(cause).strip().replace("\n", "; ")
         sys.exit(f"error: {message}")

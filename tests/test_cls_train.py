@@ -1,5 +1,6 @@
 """tools/cls_train.py end to end on a synthetic CIFAR-10 tarball in the official format."""
 import os
+import re
 import sys
 
 import numpy as np
@@ -10,6 +11,9 @@ from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import cls_train  # noqa: E402
+
+from swin_backbone import create_classifier  # noqa: E402
+from swin_backbone.runtime import available_cores  # noqa: E402
 
 TINY = ["--embed-dim", "16", "--depths", "1,1,1,1", "--num-heads", "1,1,2,2", "--batch-size", "50",
         "--lr", "2e-3", "--warmup-epochs", "0.5", "--threads", "2"]
@@ -45,7 +49,11 @@ def test_learns_well_above_chance(trained):
     output, best = trained
     assert best >= 60.0, f"best top-1 {best:.1f}% on a 10-class set"
     log = open(os.path.join(output, "log.txt")).read()
-    assert "epoch 3/3" in log and "img/s" in log and f"best test top-1: {best:.2f}%" in log
+    # each epoch: train loss, test top-1, img/s and LR
+    epochs = re.findall(r"^epoch (\d)/3  train loss [0-9.]+  test top-1 ([0-9.]+)%  [0-9.]+ img/s  lr [0-9.]+e[-+]\d+$",
+                        log, re.M)
+    assert [e for e, _ in epochs] == ["1", "2", "3"] and max(float(t) for _, t in epochs) == pytest.approx(best), log
+    assert f"best test top-1: {best:.2f}%" in log
     for name in ("model.pdparams", "optimizer.pdopt", "state.json"):
         assert os.path.isfile(os.path.join(output, "last", name))
         assert os.path.isfile(os.path.join(output, "best", name))
@@ -75,8 +83,37 @@ def test_eval_only_and_predict(tarball, trained, capsys):
     path = os.path.join(output, "probe.png")
     Image.fromarray(image).save(path)
     top5 = cls_train.main(["--predict", path, "--weights", weights, *TINY])
-    assert len(top5) == 5 and abs(sum(p for _, p in top5)) <= 1.0 + 1e-6
-    assert top5[0][1] >= top5[-1][1]
+    # the model's own logits on the picture, normalised with CIFAR's mean and std: the five largest softmax
+    # probabilities, largest first, with their class names
+    model = create_classifier("swin_tiny_patch2_window4_32", num_classes=10, embed_dim=16, depths=(1, 1, 1, 1),
+                              num_heads=(1, 1, 2, 2))
+    model.set_state_dict(paddle.load(weights))
+    model.eval()
+    mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
+    x = ((image / 255.0 - mean) / std).transpose(2, 0, 1)[None].astype("float32")
+    with paddle.no_grad():
+        logits = model(paddle.to_tensor(x)).numpy()[0].astype("float64")
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    order = np.argsort(-probs)[:5]
+    assert probs[order[0]] - probs[order[1]] > 1e-3  # a clear first place, so the order is well defined
+    cifar = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    assert [name for name, _ in top5] == [cifar[i] for i in order], (top5, probs)
+    np.testing.assert_allclose([p for _, p in top5], probs[order], rtol=0, atol=1e-5)
+
+
+def test_threads_default_to_every_core(trained, tmp_path, monkeypatch):
+    """--threads N gives Paddle's CPU kernels N threads; without it, every core (Paddle's own default is one)."""
+    calls = []
+    monkeypatch.setattr(paddle.base.core, "set_num_threads", calls.append)
+    from PIL import Image
+
+    path = str(tmp_path / "probe.png")
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(path)
+    args = ["--predict", path, "--weights", os.path.join(trained[0], "best", "model.pdparams"), "--embed-dim", "16",
+            "--depths", "1,1,1,1", "--num-heads", "1,1,2,2"]
+    cls_train.main([*args, "--threads", "1"])
+    cls_train.main(args)
+    assert calls == [1, available_cores()]
 
 
 def test_missing_data_is_explained(tmp_path):
@@ -86,6 +123,26 @@ def test_missing_data_is_explained(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         cls_train.main(["--data", str(empty), "--epochs", "1", *TINY])
+
+
+def test_default_recipe_is_the_readmes():
+    """The README's default recipe: Swin-T at 32 px (patch 2, window 4), AdamW lr 1e-3 for batch 128, weight decay
+    0.05, 5 warmup epochs, label smoothing 0.1, gradient clipping at 5, drop path 0.1, no mixup, cutmix or
+    RandAugment unless asked; random crop with 4 px of padding, and flips."""
+    args = cls_train.parse_args(["--synthetic"])
+    assert (args.model, args.optimizer, args.lr, args.batch_size, args.weight_decay, args.warmup_epochs,
+            args.smoothing, args.clip_grad, args.drop_path, args.mixup, args.cutmix, args.randaugment) == (
+        "swin_tiny_patch2_window4_32", "adamw", 1e-3, 128, 0.05, 5, 0.1, 5.0, 0.1, 0.0, 0.0, 0)
+    model = cls_train.build_model(args)
+    assert model.img_size == (32, 32) and model.patch_size == 2 and model.layers[0].window_size == 4
+    rng = np.random.default_rng(0)
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, :16] = 255  # white left half: a flip shows on the right
+    crops = cls_train.random_crop_flip(np.repeat(image[None], 400, axis=0), rng)
+    top_padding = [int((c.max(axis=(1, 2)) == 0).argmin()) for c in crops]  # zero rows above the picture
+    assert sorted(set(top_padding)) == [0, 1, 2, 3, 4], sorted(set(top_padding))
+    flipped = [c[:, :16].mean() < c[:, 16:].mean() for c in crops]
+    assert 0.4 < np.mean(flipped) < 0.6
 
 
 def test_schedule_and_decay_groups():

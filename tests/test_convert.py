@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, SMALL, reference_arrays, reference_case
+from conftest import FIXTURES, ROOT, SMALL, reference_arrays, reference_case, require_fixture
 from swin_backbone import (SwinClassifier, SwinTransformer, convert_state_dict, create_classifier, load_pretrained,
                            read_torch_checkpoint)
 from swin_backbone.convert import extract_state_dict, resize_bias_table
@@ -39,7 +39,7 @@ def test_malicious_pickle_is_refused(tmp_path):
 
     path = tmp_path / "evil.pth"
     save_torch_zip(None, str(path), extra_pickle=pickle.dumps({"model": Exploit()}, protocol=2))
-    with pytest.raises(UnsafeFileError, match="refusing to load"):
+    with pytest.raises(UnsafeFileError, match=f"evil.pth: refusing to load {os.system.__module__}.system"):
         read_torch_checkpoint(str(path))
     assert not marker.exists()
 
@@ -80,6 +80,63 @@ def test_bias_table_resize():
     assert resize_bias_table(table, 12).shape == (23 * 23, 3)
     # a constant table stays constant when resized
     np.testing.assert_allclose(resize_bias_table(np.full((169, 2), 0.5, "float32"), 12), 0.5, atol=1e-6)
+
+
+def authors_bicubic(kind: str) -> dict:
+    """{case: {"input", "output", "target"}} of tests/fixtures/bicubic_reference (torch's F.interpolate bicubic on
+    random tables, run through the authors' own resize code), for one kind: bias, ape_cls or ape_det."""
+    path = require_fixture(os.path.join(FIXTURES, "bicubic_reference", "bicubic.npz"), "bicubic reference fixture",
+                           "run tests/fixtures/bicubic_reference/generate.py in a torch venv")
+    cases = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            name, part = key.split("/")
+            if name.startswith(kind + "_"):
+                cases.setdefault(name, {})[part] = npz[key]
+    assert len(cases) >= 1, f"no {kind} case in {path}"
+    return cases
+
+
+def test_bias_table_resize_matches_the_authors_bicubic():
+    """Another window size: the converter's table equals the authors' (torch bicubic, align_corners=False)."""
+    name = "layers.0.blocks.0.attn.relative_position_bias_table"
+    for case, arrays in authors_bicubic("bias").items():
+        expected = arrays["output"]
+        converted, report = convert_state_dict({name: arrays["input"]}, {name: expected.shape})
+        assert report.resized == [name], case
+        diff = float(np.abs(converted[name] - expected).max())
+        assert diff <= 1e-5, f"{case}: max abs diff {diff:.2e} from the authors' bicubic resize"
+
+
+def test_position_embedding_resize_matches_the_authors_bicubic():
+    """The classification layout [1, L, C] converted to another image size, as the authors' load_pretrained
+    resizes it; and the detection layout [1, C, h, w] interpolated to the token grid in the forward pass, as
+    their detection backbone does (any, also non-square, grid)."""
+    for case, arrays in authors_bicubic("ape_cls").items():
+        side, channels = int(arrays["target"]), arrays["input"].shape[2]
+        converted, report = convert_state_dict({"absolute_pos_embed": arrays["input"]},
+                                               {"absolute_pos_embed": (1, channels, side, side)})
+        assert report.resized == ["absolute_pos_embed"], case
+        expected = arrays["output"].reshape(1, side, side, channels).transpose(0, 3, 1, 2)
+        diff = float(np.abs(converted["absolute_pos_embed"] - expected).max())
+        assert diff <= 1e-5, f"{case}: max abs diff {diff:.2e} from the authors' bicubic resize"
+    for case, arrays in authors_bicubic("ape_det").items():
+        pos, expected = arrays["input"], arrays["output"]
+        converted, _ = convert_state_dict({"absolute_pos_embed": pos}, {"absolute_pos_embed": expected.shape})
+        assert float(np.abs(converted["absolute_pos_embed"] - expected).max()) <= 1e-5, case
+        # the forward pass: a zero patch embedding leaves exactly the interpolated position embedding
+        grid = pos.shape[2]
+        model = SwinTransformer(embed_dim=pos.shape[1], depths=(1,), num_heads=(1,), out_indices=(0,), ape=True,
+                                pretrain_img_size=4 * grid, patch_norm=False)
+        model.eval()
+        model.patch_embed.proj.weight.set_value(np.zeros(model.patch_embed.proj.weight.shape, "float32"))
+        model.patch_embed.proj.bias.set_value(np.zeros(model.patch_embed.proj.bias.shape, "float32"))
+        model.absolute_pos_embed.set_value(pos)
+        height, width = (int(v) for v in arrays["target"])
+        with paddle.no_grad():
+            tokens = model.embed(paddle.zeros([1, 3, 4 * height - 1, 4 * width - 2])).numpy()
+        diff = float(np.abs(tokens.transpose(0, 3, 1, 2) - expected).max())
+        assert diff <= 1e-5, f"{case} (forward): max abs diff {diff:.2e} from the authors' bicubic interpolation"
 
 
 def test_window_and_head_change_on_conversion():
@@ -138,6 +195,25 @@ def test_cli_converts_a_full_size_checkpoint(tmp_path):
     np.testing.assert_array_equal(target.layers[2].blocks[3].mlp.fc2.weight.numpy(),
                                   source.layers[2].blocks[3].mlp.fc2.weight.numpy())
     assert target.layers[0].blocks[0].attn.relative_position_bias_table.shape == [23 * 23, 3]
+
+
+def test_cli_strict_refuses_an_inexact_match(tmp_path):
+    """--strict fails (and writes nothing) when the target leaves keys missing or unexpected; without it the
+    file is written and the report names them."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import convert_weights
+
+    state = authors_layout(create_classifier("swin_tiny_patch2_window4_32", num_classes=10))
+    del state["layers.1.blocks.0.mlp.fc1.bias"]
+    pth, out = str(tmp_path / "cifar.pth"), str(tmp_path / "cifar.pdparams")
+    save_torch_zip({"model": state}, pth)
+    args = [pth, out, "--model", "swin_tiny_patch2_window4_32", "--num-classes", "10"]
+    with pytest.raises(CheckpointKeyError, match=f"--strict: {pth} does not match the target exactly"):
+        convert_weights.main([*args, "--strict"])
+    assert not os.path.exists(out)
+    assert convert_weights.main(args) == 0 and os.path.isfile(out)
+    report = load_pretrained(create_classifier("swin_tiny_patch2_window4_32", num_classes=10), out, verbose=False)
+    assert report.missing == ["layers.1.blocks.0.mlp.fc1.bias"] and not report.unexpected
 
 
 def test_cli_shape_mismatch_is_explained(tmp_path):

@@ -62,3 +62,33 @@ def test_repair_points_libz_at_itself():
     else:
         assert repaired == "[]"
     assert again == "ok"
+
+
+# Paddle first, then swin_backbone while libz.so.1 cannot be read as ELF (what a libz on another architecture or
+# format gives): the repair is impossible, and the PaddleSeg plug-in must refuse rather than let PNGs fail.
+UNREPAIRABLE = r"""
+import builtins, io
+import paddle
+real_open = builtins.open
+builtins.open = lambda path, mode="r", *a, **k: (io.BytesIO(b"\x7fELF\x01 not this one") if "libz.so" in str(path)
+                                                 and "b" in mode else real_open(path, mode, *a, **k))
+import swin_backbone
+builtins.open = real_open
+from swin_backbone import _load_order
+print("STATUS", _load_order.ZLIB_STATUS)
+try:
+    import swin_backbone.paddleseg
+    print("LOADED")
+except ImportError as error:
+    print("REFUSED", error)
+"""
+
+
+@pytest.mark.plugins  # Paddle 2.6 (whose zlib clash this is) with PaddleSeg
+def test_paddleseg_plugin_refuses_where_the_repair_is_impossible():
+    proc = subprocess.run([sys.executable, "-c", UNREPAIRABLE], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2] == "STATUS unverified (ValueError: not an ELF64 little-endian object)", lines
+    assert lines[-1].startswith("REFUSED paddle was imported before swin_backbone") and \
+        "could not be repaired here" in lines[-1] and "Import swin_backbone before paddle." in lines[-1], lines

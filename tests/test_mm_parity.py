@@ -2,11 +2,13 @@
 
 The oracle (tests/fixtures/mm_reference, see its README) comes from mmdetection 2.x / mmsegmentation 0.x
 modules run in PyTorch with small random weights saved as the released checkpoints are. Each part is compared
-within 1e-4: FPN, RPN logits and anchors, RoI heads, UperNet heads; then the final boxes, classes and masks of
-the whole detector, and the segmenter's logits, where both pipelines run the same algorithm.
+at the README's figures, within 1e-5 of each array's largest magnitude: FPN, RPN logits and anchors, RoI heads,
+UperNet heads, the segmenter's logits; then the final boxes (1e-3), scores (1e-4), classes and masks of the whole detector, and the
+segmenter's labels, where both pipelines run the same algorithm.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,7 +20,9 @@ from conftest import FIXTURES, ROOT, require_fixture
 pytestmark = pytest.mark.plugins  # PaddleDetection / PaddleSeg: Paddle 2.6 only
 
 MM = os.path.join(FIXTURES, "mm_reference")
-TOLERANCE = 1e-4
+TOLERANCE = 1e-5  # the README's figure for every part, relative to its largest value (measured: <= 7.6e-7)
+SCORE_TOLERANCE = 1e-4  # end-to-end detection scores and RPN proposal scores, as the README states
+MASK_MARGIN = 1e-4  # mask pixels whose pasted probability is this close to the 0.5 threshold may flip
 
 
 def fixture(name: str) -> str:
@@ -105,7 +109,10 @@ def load(name):
 
 
 def diff(a, b):
-    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+    # max abs difference over the reference's largest magnitude (when above 1): float32 logits of ~14 have a
+    # spacing of 1e-6, so BLAS rounding alone moves them by several 1e-6 there
+    b = np.asarray(b, np.float64)
+    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(1.0, np.abs(b).max()))
 """
 
 DET_PARTS = r"""
@@ -157,9 +164,18 @@ with paddle.no_grad():
 
     e2e = load("det_end2end.npz")
     h, w = (int(v) for v in e2e["img_shape"][:2])
-    out = model({{"image": paddle.to_tensor(e2e["image"]), "im_shape": paddle.to_tensor([[h, w]], "float32"),
-                 "scale_factor": paddle.to_tensor([[1.0, 1.0]], "float32")}})
+    inputs = {{"image": paddle.to_tensor(e2e["image"]), "im_shape": paddle.to_tensor([[h, w]], "float32"),
+              "scale_factor": paddle.to_tensor([[1.0, 1.0]], "float32")}}
+    out = model(inputs)
     result["end2end"] = {{"bbox": out["bbox"].numpy().tolist(), "mask": out["mask"].numpy().astype("uint8").tolist()}}
+    # the pixels whose pasted probability lies within MASK_MARGIN of the threshold: the masks at 0.5 -/+ it differ
+    post = model.mask_post_process
+    near = []
+    for shift in (-{margin}, {margin}):
+        post.binary_thresh = 0.5 + shift
+        near.append(model(inputs)["mask"].numpy().astype(bool))
+        post.binary_thresh = 0.5
+    result["end2end"]["near_threshold"] = (near[0] != near[1]).astype("uint8").tolist()
 print("RESULT", json.dumps(result))
 """
 
@@ -169,8 +185,9 @@ def det_results(det_config, tmp_path_factory):
     weights = str(tmp_path_factory.mktemp("mm_det_weights") / "mask_rcnn.pdparams")
     report = convert(fixture("det_weights.pth"), det_config, weights)
     assert "a full mmdetection detector" in report and "all keys matched" in report, report
+    assert "warning" not in report and "dropped" not in report, report  # COCO's 80 classes, in their order
     return run_script(DET_PARTS.format(tools=os.path.join(ROOT, "tools"), helpers=helpers(), config=det_config,
-                                       weights=weights))
+                                       weights=weights, margin=MASK_MARGIN))
 
 
 def test_fpn_matches(det_results):
@@ -210,9 +227,9 @@ def test_rpn_proposals_match_where_the_algorithms_agree(det_results):
     matched, partner = same_box.any(axis=1), gap.argmin(axis=1)
     assert matched[paddle_keeps].all(), f"{(~matched[paddle_keeps]).sum()} of mmdet's proposals missing"
     assert float(np.abs(ours[partner[matched]] - theirs[matched]).max()) <= 1e-3
-    assert float(np.abs(our_scores[partner[matched]] - their_scores[matched]).max()) <= TOLERANCE
+    assert float(np.abs(our_scores[partner[matched]] - their_scores[matched]).max()) <= SCORE_TOLERANCE
     extra = np.setdiff1d(np.arange(len(ours)), partner[matched])  # ours beyond their cut, in place of dropped ones
-    assert len(extra) <= (~paddle_keeps).sum() and (our_scores[extra] <= their_scores.min() + TOLERANCE).all()
+    assert len(extra) <= (~paddle_keeps).sum() and (our_scores[extra] <= their_scores.min() + SCORE_TOLERANCE).all()
 
 
 def test_end_to_end_boxes_classes_and_masks_match(det_results):
@@ -222,12 +239,43 @@ def test_end_to_end_boxes_classes_and_masks_match(det_results):
     order = np.argsort(-bbox[:, 1], kind="stable")
     bbox, masks = bbox[order], masks[order]
     assert len(bbox) == len(e2e["boxes"]) > 0, (bbox, e2e["boxes"])
+    near = np.array(det_results["end2end"]["near_threshold"], bool)[order]
     np.testing.assert_array_equal(bbox[:, 0].astype(int), e2e["labels"])
-    assert float(np.abs(bbox[:, 1] - e2e["scores"]).max()) <= TOLERANCE
+    assert float(np.abs(bbox[:, 1] - e2e["scores"]).max()) <= SCORE_TOLERANCE
     assert float(np.abs(bbox[:, 2:] - e2e["boxes"]).max()) <= 1e-3
-    assert masks.shape == e2e["masks"].shape
-    # pixels whose pasted probability is within ~1e-3 of the 0.5 threshold may flip (59 of them in the fixture)
-    assert int((masks != e2e["masks"]).sum()) <= 100, int((masks != e2e["masks"]).sum())
+    assert masks.shape == e2e["masks"].shape == near.shape
+    # the same masks, pixel for pixel, except where our pasted probability is within 1e-4 of 0.5 (none here;
+    # the fixture's closest pixel is 1.2e-4 away)
+    differ = masks != e2e["masks"]
+    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} mask pixels differ away from the threshold"
+    print(f"mask pixels differing: {int(differ.sum())}; within {MASK_MARGIN} of the threshold: {int(near.sum())}")
+    assert int(near.sum()) <= 5, f"{int(near.sum())} pixels within {MASK_MARGIN} of the mask threshold"
+
+
+def test_conversion_onto_other_classes_warns_and_drops_the_class_layers(det_config, tmp_path):
+    """A detector trained on 3 classes of its own, converted onto a 3-class config: the converter warns that its
+    classes are not COCO's 80 in PaddleDetection's order, and drops the class layers (sized for 80, not 3), which
+    the report names as left at initialisation; everything else converts."""
+    from swin_backbone import read_torch_checkpoint
+    from torch_format import save_torch_zip
+
+    checkpoint = read_torch_checkpoint(fixture("det_weights.pth"))
+    checkpoint["meta"]["CLASSES"] = ("cat", "dog", "person")
+    pth = str(tmp_path / "mask_rcnn_3_classes.pth")
+    save_torch_zip(checkpoint, pth)
+    config = tmp_path / "mask_rcnn_3_classes.yml"
+    config.write_text(f"_BASE_: ['{det_config}']\nnum_classes: 3\n")
+    report = convert(pth, str(config), str(tmp_path / "mask_rcnn_3_classes.pdparams"))
+    assert "warning: the checkpoint's 3 classes are not COCO's 80 in the category-id order" in report, report
+    class_layers = ["roi_head.bbox_head.fc_cls", "roi_head.bbox_head.fc_reg", "roi_head.mask_head.conv_logits"]
+    dropped = re.search(r"^dropped: 6: (.*)$", report, re.M)
+    assert dropped and sorted(dropped.group(1).split(", ")) == sorted(f"{layer}.{leaf}" for layer in class_layers
+                                                                       for leaf in ("bias", "weight")), report
+    assert "do not fit the model's class count: dropped, they start from scratch" in report, report
+    missing = re.search(r"^missing \(left at initialisation\): 6: (.*)$", report, re.M)
+    assert missing and sorted(missing.group(1).split(", ")) == sorted(
+        f"{layer}.{leaf}" for layer in ("bbox_head.bbox_score", "bbox_head.bbox_delta", "mask_head.mask_fcn_logits")
+        for leaf in ("bias", "weight")), report
 
 
 SEG_PARTS = r"""
@@ -251,7 +299,7 @@ with paddle.no_grad():
     e2e = load("seg_end2end.npz")
     logits = model(paddle.to_tensor(e2e["image"]))[0].numpy()
     result["logits"] = diff(logits[:, e2e["logit_classes"]], e2e["logits"])
-    sure = e2e["top2_margin"] >= 1e-4
+    sure = e2e["top2_margin"] >= 1e-4  # none is closer (min 1.5e-4): every label is compared
     result["labels_differ"] = int((logits[0].argmax(0) != e2e["label"])[sure].sum())
 print("RESULT", json.dumps(result))
 """

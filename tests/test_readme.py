@@ -47,3 +47,27 @@ def test_api_example_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert np.isclose(float(proc.stdout.strip().splitlines()[-1]), 4.49, atol=0.01), proc.stdout
+
+
+def test_demo_prints_the_four_feature_shapes():
+    """tools/demo.py: the Swin-T backbone on its built-in 250x333 picture, one line per stage."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo.py")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stages = re.findall(r"stage (\d): \[(\d+), (\d+), (\d+), (\d+)\] \(stride (\d+)\)", proc.stdout)
+    # channels 96 * 2^i, sizes ceil(250 / stride) x ceil(333 / stride)
+    assert [tuple(map(int, s)) for s in stages] == [(0, 1, 96, 63, 84, 4), (1, 1, 192, 32, 42, 8),
+                                                     (2, 1, 384, 16, 21, 16), (3, 1, 768, 8, 11, 32)], proc.stdout
+    assert "input [1, 3, 250, 333]" in proc.stdout, proc.stdout
+
+
+def test_backbone_takes_the_arguments_the_readme_lists():
+    """The API section lists the authors' detection-backbone arguments that SwinTransformer takes, in order."""
+    import inspect
+
+    from swin_backbone import SwinTransformer
+
+    listed = re.search(r"`SwinTransformer` takes the authors' detection-backbone arguments \(`([^`]*)`\)", README, re.S)
+    assert listed, "the README's argument list of SwinTransformer is gone"
+    names = [name.strip() for name in listed.group(1).split(",")]
+    assert names == list(inspect.signature(SwinTransformer).parameters), names

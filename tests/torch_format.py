@@ -18,9 +18,10 @@ class _Tensor:
 
 class CraftedTensor:
     """A tensor with an explicit (possibly malformed) view of its storage: offset, size, stride and the
-    element count its storage declares."""
+    element count its storage declares. Tensors made from the same `storage` array share one storage."""
 
     def __init__(self, storage: np.ndarray, offset: int, size: tuple, stride: tuple, declared_numel: int = None):
+        self.shared = storage
         self.storage, self.offset, self.size, self.stride = np.ascontiguousarray(storage), offset, size, stride
         self.declared_numel = storage.size if declared_numel is None else declared_numel
 
@@ -48,6 +49,7 @@ def save_torch_zip(obj: Any, path: str, extra_pickle: bytes = None) -> None:
     saved = {name: sys.modules.get(name) for name in fakes}
     sys.modules.update(fakes)
     storages = []
+    crafted_keys = {}  # CraftedTensors given the same storage array share one storage, as tied torch tensors do
 
     def wrap(value):
         if isinstance(value, CraftedTensor):
@@ -74,8 +76,10 @@ def save_torch_zip(obj: Any, path: str, extra_pickle: bytes = None) -> None:
                 storage = ("__storage__", "storage", storage_type, key, "cpu", array.size)
                 return fakes["torch._utils"]._rebuild_tensor_v2, (storage, 0, array.shape, strides, False, {})
             if isinstance(item, CraftedTensor):
-                key = str(len(storages))
-                storages.append(item.storage)
+                key = crafted_keys.get(id(item.shared))
+                if key is None:
+                    key = crafted_keys[id(item.shared)] = str(len(storages))
+                    storages.append(item.storage)
                 storage_type = getattr(fakes["torch"], _STORAGE_NAMES[item.storage.dtype])
                 storage = ("__storage__", "storage", storage_type, key, "cpu", item.declared_numel)
                 return fakes["torch._utils"]._rebuild_tensor_v2, (storage, item.offset, item.size, item.stride,

@@ -31,9 +31,10 @@ def main() -> None:
     with paddle.no_grad():
         features = model(x)
     elapsed = time.perf_counter() - start
-    print(f"Swin-T backbone (random weights), input {x.shape}, {threads} threads, {elapsed:.2f} s")
+    # list(): Paddle 3 prints a shape as paddle.Size([...])
+    print(f"Swin-T backbone (random weights), input {list(x.shape)}, {threads} threads, {elapsed:.2f} s")
     for index, feature in zip(model.out_indices, features):
-        print(f"  stage {index}: {feature.shape} (stride {model.out_strides[index]})")
+        print(f"  stage {index}: {list(feature.shape)} (stride {model.out_strides[index]})")
 
 
 if __name__ == "__main__":
