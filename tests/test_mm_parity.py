@@ -185,7 +185,8 @@ def det_results(det_config, tmp_path_factory):
     weights = str(tmp_path_factory.mktemp("mm_det_weights") / "mask_rcnn.pdparams")
     report = convert(fixture("det_weights.pth"), det_config, weights)
     assert "a full mmdetection detector" in report and "all keys matched" in report, report
-    assert "warning" not in report and "dropped" not in report, report  # COCO's 80 classes, in their order
+    dropped = [line for line in report.splitlines() if line.startswith("dropped") and "derived buffers" not in line]
+    assert "warning:" not in report and not dropped, report  # COCO's 80 classes, in their order
     return run_script(DET_PARTS.format(tools=os.path.join(ROOT, "tools"), helpers=helpers(), config=det_config,
                                        weights=weights, margin=MASK_MARGIN))
 

@@ -125,7 +125,7 @@ print("RESULT", json.dumps(results))
 """
 
 URL = "https://example.com/weights/model.pdparams"
-NOT_DOWNLOADED = "must be a local file (nothing is downloaded)"
+NOT_DOWNLOADED = "(nothing is downloaded)"  # the URL rule, for a file or a model folder alike
 
 
 def run_tool_cases(cases: dict) -> dict:
