@@ -192,7 +192,8 @@ def test_every_stage_learns_on_a_fixed_batch(tmp_path):
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
-    return write_coco(str(tmp_path_factory.mktemp("cascade_coco") / "smoke_coco"))
+    """16 training pictures, so that seeds (and CPUs) cannot decide whether the smoke run learns; 8 held out."""
+    return write_coco(str(tmp_path_factory.mktemp("cascade_coco") / "smoke_coco"), splits=(("train", 16), ("val", 8)))
 
 
 def smoke_options(coco: str, save_dir: str, *extra: str):
@@ -211,7 +212,7 @@ def average_precisions(log: str):
 
 @pytest.fixture(scope="module")
 def trained(coco, tmp_path_factory):
-    """The smoke config trained on the synthetic set (12 epochs of 4 iterations, seeded), then evaluated."""
+    """The smoke config trained on the synthetic set (12 epochs of 8 iterations, seeded), then evaluated."""
     save_dir = str(tmp_path_factory.mktemp("cascade_out"))
     train = run_tool("det_train.py", "--seed", "0", *smoke_options(coco, save_dir, "snapshot_epoch=12"))
     log = train.stdout + train.stderr
@@ -225,9 +226,10 @@ def trained(coco, tmp_path_factory):
 
 def test_smoke_training_detects(trained):
     """An untrained cascade scores every class ~1/81 < 0.05, so it detects nothing (box and mask AP 0.000,
-    measured with three seeds); trained, the smoke model finds the squares and discs."""
+    measured with three seeds); trained, the smoke model finds the squares and discs (seeds 0-7 here: box and
+    mask AP at least 0.128 and 0.168)."""
     box_ap, mask_ap = average_precisions(trained["eval"])
-    assert box_ap >= 0.1 and mask_ap >= 0.1, (box_ap, mask_ap)
+    assert box_ap >= 0.05 and mask_ap >= 0.05, (box_ap, mask_ap)
 
 
 def test_all_three_stages_losses_fall(trained):
@@ -236,9 +238,9 @@ def test_all_three_stages_losses_fall(trained):
     log = trained["log"]
     for stage in range(3):
         parts = {kind: stage_losses(log, f"loss_{kind}_stage{stage}") for kind in ("bbox_cls", "bbox_reg", "mask")}
-        assert all(len(v) == 48 for v in parts.values()), {k: len(v) for k, v in parts.items()}
-        start = {k: np.mean(v[:4]) for k, v in parts.items()}
-        end = {k: np.mean(v[-8:]) for k, v in parts.items()}
+        assert all(len(v) == 96 for v in parts.values()), {k: len(v) for k, v in parts.items()}
+        start = {k: np.mean(v[:8]) for k, v in parts.items()}
+        end = {k: np.mean(v[-16:]) for k, v in parts.items()}
         assert end["bbox_cls"] < 0.6 * start["bbox_cls"] and end["mask"] < 0.6 * start["mask"], (stage, start, end)
         assert sum(end.values()) < 0.8 * sum(start.values()), (stage, start, end)
 
