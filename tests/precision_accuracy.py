@@ -1,9 +1,9 @@
 """What bf16 costs in accuracy on the trained smoke segmenter and detector: the README's figures.
 
-    python tests/precision_accuracy.py [--work DIR]      # ~10 minutes on 2 cores; prints the README rows
+    python tests/precision_accuracy.py [--work DIR]      # about a minute on 2 quiet cores; prints the README rows
 
 Trains the smoke UperNet (tools/seg_train.py, 30 iterations) and the smoke Mask R-CNN (tools/det_train.py,
-6 epochs) on the synthetic ADE20K- and COCO-format sets the tests use, exports each (tools/export.py), and
+12 epochs) on the synthetic ADE20K- and COCO-format sets the tests use, exports each (tools/export.py), and
 evaluates every runtime x precision of tools/runtimes.py that runs them on the validation images: the
 segmenter's mIoU over the classes present (labels resized to the network input, nearest), the detector's
 COCO box and mask AP (PaddleDetection's own COCOMetric). Not a test (it trains two models); the classifier's
