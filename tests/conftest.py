@@ -31,6 +31,20 @@ def pytest_collection_modifyitems(config, items):
 SMALL = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 
 
+# The RPN of the mmdetection fixtures' detectors (the authors' anchors and test proposals), for the smoke configs
+# the parity tests build on.
+AUTHORS_RPN_YAML = """RPNHead:
+  anchor_generator:
+    aspect_ratios: [0.5, 1.0, 2.0]
+    anchor_sizes: [[32], [64], [128], [256], [512]]
+    strides: [4, 8, 16, 32, 64]
+  test_proposal:
+    min_size: 0.0
+    nms_thresh: 0.7
+    pre_nms_top_n: 1000
+    post_nms_top_n: 1000"""
+
+
 def require_fixture(path: str, what: str, hint: str) -> str:
     """`path`; fails (never skips) when that fixture is absent."""
     if not os.path.exists(path):

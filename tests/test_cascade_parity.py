@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT, require_fixture
+from conftest import AUTHORS_RPN_YAML, FIXTURES, ROOT, require_fixture
 
 pytestmark = pytest.mark.plugins  # PaddleDetection: Paddle 2.6 only
 
@@ -41,16 +41,7 @@ SwinBackbone:
   depths: [1, 1, 1, 1]
   num_heads: [1, 1, 2, 2]
   window_size: 7
-RPNHead:
-  anchor_generator:
-    aspect_ratios: [0.5, 1.0, 2.0]
-    anchor_sizes: [[32], [64], [128], [256], [512]]
-    strides: [4, 8, 16, 32, 64]
-  test_proposal:
-    min_size: 0.0
-    nms_thresh: 0.7
-    pre_nms_top_n: 1000
-    post_nms_top_n: 1000
+{rpn}
 CascadeConvFCHead:
   conv_channels: 16
   fc_channels: 32
@@ -156,7 +147,8 @@ def test_fixtures_are_what_the_generator_wrote():
 def results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mm_cascade")
     config = folder / "cascade_mm_reference.yml"
-    config.write_text(CONFIG.format(base=os.path.join(ROOT, "det_configs", "cascade_mask_rcnn_swin_smoke.yml")))
+    config.write_text(CONFIG.format(base=os.path.join(ROOT, "det_configs", "cascade_mask_rcnn_swin_smoke.yml"),
+                                    rpn=AUTHORS_RPN_YAML))
     weights = str(folder / "cascade.pdparams")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_weights.py"),
                            fixture("cascade_weights.pth"), weights, "--config", str(config)],

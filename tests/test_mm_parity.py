@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT, require_fixture
+from conftest import AUTHORS_RPN_YAML, FIXTURES, ROOT, require_fixture
 
 pytestmark = pytest.mark.plugins  # PaddleDetection / PaddleSeg: Paddle 2.6 only
 
@@ -50,16 +50,7 @@ def det_config(tmp_path_factory):
 num_classes: 80
 SwinBackbone:
 {backbone_yaml(fixture("det_weights.pth"), "  ")}
-RPNHead:
-  anchor_generator:
-    aspect_ratios: [0.5, 1.0, 2.0]
-    anchor_sizes: [[32], [64], [128], [256], [512]]
-    strides: [4, 8, 16, 32, 64]
-  test_proposal:
-    min_size: 0.0
-    nms_thresh: 0.7
-    pre_nms_top_n: 1000
-    post_nms_top_n: 1000
+{AUTHORS_RPN_YAML}
 MaskFeat:
   num_convs: 4
   out_channel: 32
