@@ -178,10 +178,10 @@ print("RESULT", json.dumps(history))
 
 def test_every_stage_learns_on_a_fixed_batch(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_cascade_parity import CONFIG, fixture
+    from test_cascade_parity import fixture, reference_config
 
     config = tmp_path / "cascade_80.yml"
-    config.write_text(CONFIG.format(base=SMOKE))
+    config.write_text(reference_config(SMOKE))
     history = run_python(FIXED_BATCH.format(tools=TOOLS, config=str(config), train=fixture("cascade_train.npz"),
                                             lr=5e-3, steps=30))
     before, after = history[0], history[-1]

@@ -51,6 +51,12 @@ CascadeFCNMaskHead:
   conv_channels: 16
 """
 
+
+def reference_config(base: str) -> str:
+    """`base` with the fixture model's widths and the authors' RPN, as config text."""
+    return CONFIG.format(base=base, rpn=AUTHORS_RPN_YAML)
+
+
 SCRIPT = r"""
 import json, sys
 import numpy as np
@@ -147,8 +153,7 @@ def test_fixtures_are_what_the_generator_wrote():
 def results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mm_cascade")
     config = folder / "cascade_mm_reference.yml"
-    config.write_text(CONFIG.format(base=os.path.join(ROOT, "det_configs", "cascade_mask_rcnn_swin_smoke.yml"),
-                                    rpn=AUTHORS_RPN_YAML))
+    config.write_text(reference_config(os.path.join(ROOT, "det_configs", "cascade_mask_rcnn_swin_smoke.yml")))
     weights = str(folder / "cascade.pdparams")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_weights.py"),
                            fixture("cascade_weights.pth"), weights, "--config", str(config)],
