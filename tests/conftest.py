@@ -31,6 +31,25 @@ def pytest_collection_modifyitems(config, items):
 SMALL = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 
 
+def small_exportable_models() -> dict:
+    """A SMALL window-7 backbone and a 10-class classifier at 224 (with `init_args`, to build eager twins)."""
+    from swin_backbone import SwinClassifier, SwinTransformer
+
+    models = {}
+    for task, make, args in (("backbone", SwinTransformer, dict(SMALL, window_size=7)),
+                             ("cls", SwinClassifier, dict(SMALL, img_size=224, window_size=7, num_classes=10, ape=True))):
+        models[task] = make(**args)
+        models[task].init_args = args
+    return models
+
+
+def by_score(end2end: dict):
+    """A detector's rows [label, score, box] and masks, highest score first (stable); and that order."""
+    bbox = np.array(end2end["bbox"])
+    order = np.argsort(-bbox[:, 1], kind="stable")
+    return bbox[order], np.array(end2end["mask"], np.uint8)[order], order
+
+
 # The RPN of the mmdetection fixtures' detectors (the authors' anchors and test proposals), for the smoke configs
 # the parity tests build on.
 AUTHORS_RPN_YAML = """RPNHead:

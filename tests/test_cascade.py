@@ -135,15 +135,7 @@ box_head, mask_head = model.bbox_head, model.mask_head
 with np.load({train!r}) as npz:
     train = {{k: npz[k] for k in npz.files}}
 t = paddle.to_tensor
-feats = [t(train[f"P{{i}}"]) for i in range(2, 6)]
-inputs = {{"im_shape": t(train["img_shapes"].astype("float32")), "gt_bbox": [], "gt_class": [], "gt_poly": []}}
-proposals = []
-for img in range(2):
-    inputs["gt_bbox"].append(t(train[f"gt_boxes_{{img}}"]))
-    inputs["gt_class"].append(t(train[f"gt_labels_{{img}}"].reshape(-1, 1).astype("int32")))
-    polygons = [[train[f"gt_polygon_{{img}}_{{j}}"].tolist()] for j in range(len(train[f"gt_labels_{{img}}"]))]
-    inputs["gt_poly"].append(polygons)
-    proposals.append(t(train[f"proposals_{{img}}"]))
+{training_inputs}
 box_head.train()
 mask_head.train()
 
@@ -178,12 +170,12 @@ print("RESULT", json.dumps(history))
 
 def test_every_stage_learns_on_a_fixed_batch(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_cascade_parity import fixture, reference_config
+    from test_cascade_parity import TRAINING_INPUTS, fixture, reference_config
 
     config = tmp_path / "cascade_80.yml"
     config.write_text(reference_config(SMOKE))
     history = run_python(FIXED_BATCH.format(tools=TOOLS, config=str(config), train=fixture("cascade_train.npz"),
-                                            lr=5e-3, steps=30))
+                                            training_inputs=TRAINING_INPUTS, lr=5e-3, steps=30))
     before, after = history[0], history[-1]
     assert len(before) == 9
     for name in before:

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import AUTHORS_RPN_YAML, FIXTURES, ROOT, require_fixture
+from conftest import AUTHORS_RPN_YAML, FIXTURES, ROOT, by_score, require_fixture
 
 pytestmark = pytest.mark.plugins  # PaddleDetection: Paddle 2.6 only
 
@@ -56,6 +56,19 @@ def reference_config(base: str) -> str:
     """`base` with the fixture model's widths and the authors' RPN, as config text."""
     return CONFIG.format(base=base, rpn=AUTHORS_RPN_YAML)
 
+
+# The oracle's training inputs (cascade_train.npz, as `train`) as the heads take them: FPN features, proposals and
+# ground truth of two images; a snippet of the scripts below and of test_cascade.py's.
+TRAINING_INPUTS = r"""feats = [t(train[f"P{i}"]) for i in range(2, 6)]
+inputs = {"im_shape": t(train["img_shapes"].astype("float32")), "gt_bbox": [], "gt_class": [], "gt_poly": []}
+proposals = []
+for img in range(2):
+    inputs["gt_bbox"].append(t(train[f"gt_boxes_{img}"]))
+    inputs["gt_class"].append(t(train[f"gt_labels_{img}"].reshape(-1, 1).astype("int32")))
+    count = len(train[f"gt_labels_{img}"])
+    inputs["gt_poly"].append([[train[f"gt_polygon_{img}_{j}"].astype("float64")] for j in range(count)])
+    proposals.append(t(train[f"proposals_{img}"]))
+"""
 
 SCRIPT = r"""
 import json, sys
@@ -117,15 +130,7 @@ with paddle.no_grad():
 
 # training: the box and mask heads on fixed proposals and ground truth, batch statistics in the BatchNorms
 train = load("cascade_train.npz")
-feats = [t(train[f"P{{i}}"]) for i in range(2, 6)]
-inputs = {{"im_shape": t(train["img_shapes"].astype("float32")), "gt_bbox": [], "gt_class": [], "gt_poly": []}}
-proposals = []
-for img in range(2):
-    inputs["gt_bbox"].append(t(train[f"gt_boxes_{{img}}"]))
-    inputs["gt_class"].append(t(train[f"gt_labels_{{img}}"].reshape(-1, 1).astype("int32")))
-    count = len(train[f"gt_labels_{{img}}"])
-    inputs["gt_poly"].append([[train[f"gt_polygon_{{img}}_{{j}}"].astype("float64")] for j in range(count)])
-    proposals.append(t(train[f"proposals_{{img}}"]))
+{training_inputs}
 box_head.train()
 mask_head.train()
 losses, _ = box_head(feats, proposals, t([len(p) for p in proposals], "int32"), inputs)
@@ -161,7 +166,8 @@ def results(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "a Cascade Mask R-CNN, 3 stages" in proc.stdout and "all keys matched" in proc.stdout, proc.stdout
     assert "skipped 12 BatchNorm counters" in proc.stdout, proc.stdout
-    code = SCRIPT.format(tools=os.path.join(ROOT, "tools"), ref=REF, config=str(config), weights=weights)
+    code = SCRIPT.format(tools=os.path.join(ROOT, "tools"), ref=REF, config=str(config), weights=weights,
+                         training_inputs=TRAINING_INPUTS)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
@@ -192,10 +198,7 @@ def test_averaged_mask_probabilities(results):
 
 def test_end_to_end_boxes_classes_and_masks(results):
     e2e = arrays("cascade_end2end.npz")
-    bbox = np.array(results["end2end"]["bbox"])
-    masks = np.array(results["end2end"]["mask"], np.uint8)
-    order = np.argsort(-bbox[:, 1], kind="stable")
-    bbox, masks = bbox[order], masks[order]
+    bbox, masks, _ = by_score(results["end2end"])
     assert len(bbox) == len(e2e["boxes"]) == 6, (bbox, e2e["boxes"])
     np.testing.assert_array_equal(bbox[:, 0].astype(int), e2e["labels"])
     assert float(np.abs(bbox[:, 1] - e2e["scores"]).max()) <= TOLERANCE

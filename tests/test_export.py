@@ -8,13 +8,12 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, SMALL
+from conftest import ROOT, small_exportable_models
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import export  # noqa: E402
 import infer  # noqa: E402
 
-from swin_backbone import SwinClassifier, SwinTransformer  # noqa: E402
 
 SIZES = [(1, 97, 131), (2, 203, 517), (3, 64, 64)]  # three batch sizes, odd heights and widths
 NAMES = {"backbone": ["stage0", "stage1", "stage2", "stage3"], "cls": ["logits"]}
@@ -39,12 +38,8 @@ def eager(model, x: np.ndarray):
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     paddle.seed(3)
-    backbone = SwinTransformer(**SMALL, window_size=7)
-    backbone.init_args = dict(SMALL, window_size=7)
-    classifier = SwinClassifier(**SMALL, img_size=224, window_size=7, num_classes=10, ape=True)
-    classifier.init_args = dict(SMALL, img_size=224, window_size=7, num_classes=10, ape=True)
     return {name: (exported(model, str(root / name), name), str(root / name))
-            for name, model in (("backbone", backbone), ("cls", classifier))}
+            for name, model in small_exportable_models().items()}
 
 
 @pytest.mark.parametrize("name", ["backbone", "cls"])

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import AUTHORS_RPN_YAML, FIXTURES, ROOT, require_fixture
+from conftest import AUTHORS_RPN_YAML, FIXTURES, ROOT, by_score, require_fixture
 
 pytestmark = pytest.mark.plugins  # PaddleDetection / PaddleSeg: Paddle 2.6 only
 
@@ -226,10 +226,7 @@ def test_rpn_proposals_match_where_the_algorithms_agree(det_results):
 
 def test_end_to_end_boxes_classes_and_masks_match(det_results):
     e2e = arrays("det_end2end.npz")
-    bbox = np.array(det_results["end2end"]["bbox"])
-    masks = np.array(det_results["end2end"]["mask"], np.uint8)
-    order = np.argsort(-bbox[:, 1], kind="stable")
-    bbox, masks = bbox[order], masks[order]
+    bbox, masks, order = by_score(det_results["end2end"])
     assert len(bbox) == len(e2e["boxes"]) > 0, (bbox, e2e["boxes"])
     near = np.array(det_results["end2end"]["near_threshold"], bool)[order]
     np.testing.assert_array_equal(bbox[:, 0].astype(int), e2e["labels"])

@@ -12,13 +12,12 @@ import openvino  # noqa: F401  (the extra: a missing install fails here, loudly)
 import paddle
 import pytest
 
-from conftest import ROOT, SMALL
+from conftest import ROOT, small_exportable_models
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import export  # noqa: E402
 import runtimes  # noqa: E402
 
-from swin_backbone import SwinClassifier, SwinTransformer  # noqa: E402
 
 SIZES = [(1, 97, 131), (2, 203, 517), (3, 64, 64)]  # three batch sizes, odd heights and widths
 PADDLE2 = paddle.__version__.startswith("2.")
@@ -40,13 +39,9 @@ def export_twin(model: paddle.nn.Layer, folder: str, names) -> paddle.nn.Layer:
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("openvino")
     paddle.seed(4)
-    backbone = SwinTransformer(**SMALL, window_size=7)
-    backbone.init_args = dict(SMALL, window_size=7)
-    classifier = SwinClassifier(**SMALL, img_size=224, window_size=7, num_classes=10, ape=True)
-    classifier.init_args = dict(SMALL, img_size=224, window_size=7, num_classes=10, ape=True)
     names = {"backbone": ["stage0", "stage1", "stage2", "stage3"], "cls": ["logits"]}
     return {task: (export_twin(model, str(root / task), names[task]), str(root / task))
-            for task, model in (("backbone", backbone), ("cls", classifier))}
+            for task, model in small_exportable_models().items()}
 
 
 def eager(model, x: np.ndarray):
