@@ -129,7 +129,7 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, img_size: int, batch
     for index in batches(len(labels), batch_size, None, rank, world):
         logits = model(model_input(normalize(images[index]), img_size))
         np.add.at(confusion, (labels[index], logits.argmax(axis=1).numpy()), 1)
-    return distributed.all_sum(confusion) if world > 1 else confusion
+    return distributed.all_sum(confusion)
 
 
 def build_model(args: argparse.Namespace):
@@ -228,7 +228,7 @@ def train(args: argparse.Namespace) -> float:
             checkpoint_io.recover(os.path.join(args.resume, "last"))
     except (FileNotFoundError, SwinInputError) as caught:
         error = caught
-    distributed.agree(place, {**shared_settings(args), "training data": data and fingerprint(data)}, error)
+    distributed.agree(place, lambda: {**shared_settings(args), "training data": fingerprint(data)}, error)
     (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
     seed_everything(args.seed)  # initialisation draws from --seed: the same model on every run and process
     model = build_model(args)
@@ -253,7 +253,7 @@ def train(args: argparse.Namespace) -> float:
             start_epoch, best = resume(args.resume, model, optimizer, args, world)
         except (FileNotFoundError, SwinInputError) as caught:
             error = caught
-        distributed.agree(place, {"--resume checkpoint": (start_epoch, best)}, error)
+        distributed.agree(place, lambda: {"--resume checkpoint": (start_epoch, best)}, error)
         log(f"resumed from {args.resume} after epoch {start_epoch}")
     if world > 1:
         model = paddle.DataParallel(model)
@@ -319,10 +319,14 @@ def train(args: argparse.Namespace) -> float:
     return best
 
 
-def load_weights(model, path: str) -> None:
+def require_weights(path: str) -> None:
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"--weights: no file at {path!r} (a model.pdparams written by training, "
                                 "or an authors' .pth)")
+
+
+def load_weights(model, path: str) -> None:
+    require_weights(path)
     load_pretrained(model, path, strict=True, verbose=False)
 
 
@@ -331,12 +335,10 @@ def eval_only(args: argparse.Namespace) -> float:
     data, error = None, None
     try:
         data = load_data(args)
-        if not os.path.isfile(args.weights):
-            raise FileNotFoundError(f"--weights: no file at {args.weights!r} (a model.pdparams written by "
-                                    "training, or an authors' .pth)")
+        require_weights(args.weights)
     except (FileNotFoundError, SwinInputError) as caught:
         error = caught
-    distributed.agree(place, {**shared_settings(args), "test data": data and fingerprint(data)}, error)
+    distributed.agree(place, lambda: {**shared_settings(args), "test data": fingerprint(data)}, error)
     model = build_model(args)
     load_weights(model, args.weights)
     confusion = evaluate(model, *data["test"], model.img_size[0], args.batch_size, place.rank, place.world)

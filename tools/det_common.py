@@ -155,18 +155,22 @@ def start_distributed(args, mode: str, datasets=("TrainDataset",)):
 
     init_parallel_env()
     place = distributed.start()
-    cfg, error, settings = None, None, {}
+    cfg, error = None, None
     try:
         cfg = load_config(args.config, args.opt)
         check_settings(cfg, mode)
         check_coco(cfg, *datasets)
-        settings = distributed.config_settings(args.config, args.opt, "_BASE_")
+    except (FileNotFoundError, SwinInputError) as caught:
+        error = caught
+
+    def settings() -> dict:
+        found = distributed.config_settings(args.config, args.opt, "_BASE_")
         for name in datasets:
             dataset = cfg[name]
             anno = os.path.join(dataset.dataset_dir or "", dataset.anno_path or "")
-            settings[f"{name} annotations"] = distributed.file_fingerprint(anno)
-    except (FileNotFoundError, SwinInputError) as caught:
-        error = caught
+            found[f"{name} annotations"] = distributed.file_fingerprint(anno)
+        return found
+
     distributed.agree(place, settings, error)
     if not place.writer:  # VisualDL: rank 0 alone (PaddleDetection opens a writer on every process)
         cfg.use_vdl = False

@@ -11,7 +11,7 @@ import os
 import random
 import socket
 import zlib
-from typing import Dict, List, NamedTuple, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 import paddle
@@ -67,19 +67,26 @@ def digest(value) -> str:
     return f"{zlib.crc32(text.encode()):08x}{len(text):x}"
 
 
-def agree(place: Group, settings: Dict[str, object], error: Optional[BaseException] = None) -> None:
-    """Check, before training starts, that no process failed its set-up and that all have the same `settings`.
+def agree(place: Group, settings: Callable[[], Dict[str, object]], error: Optional[BaseException] = None) -> None:
+    """Check, before training starts, that no process failed its set-up and that all have the same `settings()`.
 
     `error` is this process's set-up failure (a missing data folder, say). With one process it is raised as it
     is; with several, every process learns of the first failure and ends with one line naming the rank and
     the machine, so the launcher stops them all instead of leaving the others waiting at the first step.
+    `settings` is called only with several processes and no error: its fingerprints read whole data sets.
     """
     if place.world == 1:
         if error is not None:
             raise error
         return
+    settings_here = {}
+    if error is None:
+        try:
+            settings_here = settings()
+        except (FileNotFoundError, SwinInputError) as caught:
+            error = caught
     mine = {"host": place.host, "error": str(error).strip() if error is not None else None,
-            "settings": {name: digest(value) for name, value in settings.items()}}
+            "settings": {name: digest(value) for name, value in settings_here.items()}}
     everyone = [json.loads(text) for text in gather_text(json.dumps(mine))]
     for rank, report in enumerate(everyone):
         if report["error"]:
@@ -90,7 +97,7 @@ def agree(place: Group, settings: Dict[str, object], error: Optional[BaseExcepti
     for rank, report in enumerate(everyone[1:], 1):
         for name in sorted(set(reference) | set(report["settings"])):
             if report["settings"].get(name) != reference.get(name):
-                mine = settings.get(name)
+                mine = settings_here.get(name)
                 here = f" (here: {mine!r})" if place.rank in (0, rank) and _short(mine) else ""
                 raise SwinInputError(f"rank {rank} (on {report['host']}) has another {name} than rank 0 "
                                      f"(on {everyone[0]['host']}){here}: {SAME_EVERYWHERE}")

@@ -108,21 +108,25 @@ def start_distributed(args, prepare, splits=("train",)):
     """(config, builder, place): `prepare()` (config, checks) on every process, then the check that all could
     and have the same config and data; one line naming the process and machine otherwise."""
     place = distributed.start()
-    cfg, builder, error, settings = None, None, None, {}
+    cfg, builder, error = None, None, None
     try:
         cfg, builder = prepare()
-        settings = distributed.config_settings(args.config, opts_dict(args.opts), "_base_")
+    except (FileNotFoundError, SwinInputError) as caught:
+        error = caught
+
+    def settings() -> dict:
+        found = distributed.config_settings(args.config, opts_dict(args.opts), "_base_")
         resolved = distributed.flatten(distributed.without_local(cfg.dic))  # --opts, --batch_size, --iters applied
-        settings.update({f"setting {key}": value for key, value in resolved.items()})
+        found.update({f"setting {key}": value for key, value in resolved.items()})
         for split in splits:
             dataset_cfg = cfg.train_dataset_cfg if split == "train" else cfg.val_dataset_cfg
             root = dataset_cfg.get("dataset_root") or ""
             folder = "training" if split == "train" else "validation"
             for kind in ("images", "annotations"):
                 if os.path.isdir(os.path.join(root, kind, folder)):
-                    settings[f"{split} {kind}"] = distributed.folder_fingerprint(os.path.join(root, kind, folder))
-    except (FileNotFoundError, SwinInputError) as caught:
-        error = caught
+                    found[f"{split} {kind}"] = distributed.folder_fingerprint(os.path.join(root, kind, folder))
+        return found
+
     distributed.agree(place, settings, error)
     return cfg, builder, place
 
