@@ -443,16 +443,6 @@ def read_source(path: str) -> SourceWeights:
     return SourceWeights(found, adapted, weights, kind, report)
 
 
-def load_state_file(path: str) -> Tuple[Dict[str, np.ndarray], bool, ConversionReport]:
-    """(backbone or classifier weights in the authors' layout, torch_layout, a report saying what the file was,
-    what was renamed, merged or permuted, and what was left out)."""
-    found = read_source(path)
-    weights, others = backbone_part(found.weights)
-    if others:
-        found.report.notes.append(f"only its backbone is used; not loaded: {', '.join(others)}")
-    return weights, found.file.torch_layout, found.report
-
-
 def merge_reports(first: ConversionReport, then: ConversionReport) -> ConversionReport:
     """`then` (the conversion onto the model) with what `first` (reading and renaming the file) recorded."""
     then.notes = first.notes + then.notes
@@ -496,16 +486,17 @@ def strict_loads(enabled: bool = True):
         _STRICT_LOADS.reset(token)
 
 
-def check_fill(model, path: str, what: str = "weights", strict: bool = False, verbose: bool = True
-               ) -> ConversionReport:
+def check_fill(model, path: str, what: str = "weights", strict: bool = False, verbose: bool = True,
+               checkpoint: Optional[Mapping] = None) -> ConversionReport:
     """What a whole-model `.pdparams` that PaddleDetection or PaddleSeg loads itself will leave at initialisation.
 
     Reads `path` with the safe reader (so it also refuses an unsafe file before the framework unpickles it),
     lists the model's tensors it lacks or holds in another shape, and prints one line (verbose);
-    strict=True (or a `strict_loads()` block) raises CheckpointKeyError instead.
+    strict=True (or a `strict_loads()` block) raises CheckpointKeyError instead. `checkpoint`: `path` as the
+    safe reader has already read it, to not read it twice.
     """
     strict = strict or _STRICT_LOADS.get()
-    weights = checkpoint_weights(load_pickle_file(path, what), path)
+    weights = checkpoint_weights(load_pickle_file(path, what) if checkpoint is None else checkpoint, path)
     report = ConversionReport()
     for name, value in model.state_dict().items():
         if name in weights and tuple(weights[name].shape) == tuple(value.shape):

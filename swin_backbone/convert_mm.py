@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .convert import ConversionReport, backbone_part, convert_state_dict
+from .convert_sources import rename_by_rules
 from .errors import CheckpointKeyError, CheckpointShapeError
 
 # (a pattern matched against their whole name, a function of the match giving our name)
@@ -129,14 +130,6 @@ MMSEG_CLASS_LAYERS = ("decode_head.conv_seg.", "auxiliary_head.conv_seg.")
 _COUNTERS = ("num_batches_tracked",)
 
 
-def _rename(name: str, rules: Sequence[Rule]) -> Optional[str]:
-    for pattern, ours in rules:
-        match = re.fullmatch(pattern, name)
-        if match:
-            return ours(match)
-    return None
-
-
 def convert_heads(source: Mapping[str, np.ndarray], target_shapes: Mapping[str, Tuple[int, ...]],
                   rules: Sequence[Rule], class_layers: Sequence[str], report: ConversionReport,
                   origin: str) -> Dict[str, np.ndarray]:
@@ -147,7 +140,7 @@ def convert_heads(source: Mapping[str, np.ndarray], target_shapes: Mapping[str, 
         if name.rsplit(".", 1)[-1] in _COUNTERS:  # a counter, not a weight: nothing to carry over
             counters += 1
             continue
-        ours = _rename(name, rules)
+        ours = rename_by_rules(name, rules)
         if ours is None or ours not in target_shapes:
             report.unexpected.append(name)
             continue

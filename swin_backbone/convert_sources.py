@@ -246,8 +246,8 @@ def recognise(weights: Mapping[str, np.ndarray], config: Optional[Mapping] = Non
 
 
 # ----------------------------------------------------------------------------------------------- renaming
-def _rename(name: str, rules: Sequence[Rule]) -> Optional[str]:
-    """The authors' name for `name` by the first rule whose pattern matches it whole, or None."""
+def rename_by_rules(name: str, rules: Sequence[Rule]) -> Optional[str]:
+    """The name the first rule whose pattern matches `name` whole gives it, or None."""
     for pattern, target in rules:
         match = re.fullmatch(pattern, name)
         if match is not None:
@@ -283,7 +283,7 @@ def adapt(weights: Mapping[str, np.ndarray], source: Source) -> Adapted:
         if reason is not None:
             result.dropped[name] = reason
             continue
-        ours = _rename(name, source.rules)
+        ours = rename_by_rules(name, source.rules)
         if ours is None:
             ours = name
         elif ours != name:

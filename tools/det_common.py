@@ -127,8 +127,9 @@ def load_pretrain(trainer, path: str, strict: bool = False) -> None:
         load_pretrained(trainer.model.backbone, path, strict=strict)
         return
     file = ppdet_file(path)
-    if any(str(key).startswith("backbone.") for key in load_pickle_file(file, "pretrain_weights")):
-        check_fill(trainer.model, file, "pretrain_weights", strict)
+    checkpoint = load_pickle_file(file, "pretrain_weights")
+    if any(str(key).startswith("backbone.") for key in checkpoint):
+        check_fill(trainer.model, file, "pretrain_weights", strict, checkpoint=checkpoint)
         trainer.load_weights(path)  # the safe reader has just read this very file
     else:
         load_pretrained(trainer.model.backbone, file, strict=strict)
