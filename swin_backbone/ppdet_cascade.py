@@ -284,10 +284,18 @@ def _roi_extractor(roi_extractor) -> RoIAlign:
     return RoIAlign(**roi_extractor) if isinstance(roi_extractor, dict) else roi_extractor
 
 
-def _roi_extractor_config(cfg, input_shape) -> dict:
+def _head_config(cfg, input_shape) -> dict:
+    """A RoI head's arguments from its config and the FPN's shapes: input channels and the RoIAlign settings."""
+    shape = input_shape[0] if isinstance(input_shape, (list, tuple)) else input_shape
     settings = dict(cfg["roi_extractor"])
     settings.update(RoIAlign.from_config(cfg, input_shape))
-    return settings
+    return {"in_channel": shape.channels, "roi_extractor": settings}
+
+
+def _class_channel(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+    """[N, R, R]: each RoI's channel of its label from mask logits [N, C, R, R]."""
+    index = labels.astype("int64").reshape([-1, 1, 1, 1]).tile([1, 1] + logits.shape[2:])
+    return paddle.take_along_axis(logits, index, axis=1)[:, 0]
 
 
 # ---------------------------------------------------------------------------------------------- box head
@@ -334,8 +342,7 @@ class CascadeConvFCHead(nn.Layer):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        shape = input_shape[0] if isinstance(input_shape, (list, tuple)) else input_shape
-        return {"in_channel": shape.channels, "roi_extractor": _roi_extractor_config(cfg, input_shape)}
+        return _head_config(cfg, input_shape)
 
     @property
     def out_shape(self) -> List[ShapeSpec]:
@@ -472,8 +479,7 @@ class CascadeFCNMaskHead(nn.Layer):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        shape = input_shape[0] if isinstance(input_shape, (list, tuple)) else input_shape
-        return {"in_channel": shape.channels, "roi_extractor": _roi_extractor_config(cfg, input_shape)}
+        return _head_config(cfg, input_shape)
 
     def forward(self, body_feats, rois, rois_num, inputs, targets=None, bbox_feat=None, feat_func=None):
         if self.training:
@@ -514,9 +520,7 @@ class CascadeFCNMaskHead(nn.Layer):
     def mask_loss(logits, classes, masks, weights) -> paddle.Tensor:
         """Binary cross entropy at each RoI's class channel, the mean over real positives' pixels (mmdet's
         mask_cross_entropy); a stand-in RoI for an image without positives has weight 0."""
-        index = classes.astype("int64").reshape([-1, 1, 1, 1]).tile([1, 1] + logits.shape[2:])
-        picked = paddle.take_along_axis(logits, index, axis=1)[:, 0]
-        pixels = F.binary_cross_entropy_with_logits(picked, masks, reduction="none")
+        pixels = F.binary_cross_entropy_with_logits(_class_channel(logits, classes), masks, reduction="none")
         per_roi = pixels.mean(axis=[1, 2]) * weights
         return per_roi.sum() / paddle.clip(weights.sum(), min=1.0)
 
@@ -531,11 +535,8 @@ class CascadeFCNMaskHead(nn.Layer):
     def averaged_masks(self, body_feats, dets, dets_num) -> paddle.Tensor:
         """[N, R, R]: the mean over stages of the sigmoid mask of each detection's label (dets [N, 6])."""
         feats = self.roi_extractor(body_feats, [dets[:, 2:]], dets_num)
-        labels = dets[:, 0].astype("int64")
         total = None
         for head in self.stages:
-            logits = head(feats)
-            index = labels.reshape([-1, 1, 1, 1]).tile([1, 1] + logits.shape[2:])
-            probability = F.sigmoid(paddle.take_along_axis(logits, index, axis=1)[:, 0])
+            probability = F.sigmoid(_class_channel(head(feats), dets[:, 0]))
             total = probability if total is None else total + probability
         return total / float(self.num_stages)
