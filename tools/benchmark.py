@@ -273,13 +273,7 @@ def exported_inference(model: paddle.nn.Layer, shape, repeats: int, threads: int
     images = np.random.rand(batch, 3, height, width).astype("float32")
     with tempfile.TemporaryDirectory() as folder:
         export_static(twin, folder)
-        predictor = Predictor(folder, threads=threads)
-        predictor(images)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            predictor(images)
-            times.append(time.perf_counter() - start)
+        _, times = runtimes.time_runs(Predictor(folder, threads=threads), images, repeats)
     return float(np.median(times))
 
 

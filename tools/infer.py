@@ -18,7 +18,6 @@ The runtimes themselves live in tools/runtimes.py, which benchmark.py shares.
 import argparse
 import os
 import sys
-import time
 from typing import Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,17 +64,6 @@ def load_image(path: str, size: Optional[int]) -> np.ndarray:
     return ((image.astype("float32") / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None].copy()
 
 
-def time_runs(runner, images: np.ndarray, repeats: int) -> Tuple[list, list]:
-    """(outputs, seconds of each of `repeats` timed runs after one warm-up)."""
-    outputs = runner(images)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        outputs = runner(images)
-        times.append(time.perf_counter() - start)
-    return outputs, times
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True)
@@ -115,7 +103,7 @@ def main(argv=None):
     else:
         height, width = args.size
         images = np.random.rand(args.batch, 3, height, width).astype("float32")
-    outputs, times = time_runs(runner, images, args.repeats)
+    outputs, times = runtimes.time_runs(runner, images, args.repeats)
     device = "GPU" if args.gpu else f"CPU: {describe_cpu()}"
     source = f" on {os.path.basename(runner.path)}" if args.runtime == "openvino" else ""
     print(f"{info['task']} {list(images.shape)}, {args.runtime}{source} {args.precision}: "
